@@ -1,0 +1,1 @@
+"""configs — filled in by later issues."""

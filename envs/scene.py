@@ -1,0 +1,157 @@
+"""The robosuite side of every task: a Panda on a table with the task's objects.
+
+One robosuite environment class serves every task. The task supplies its objects and
+places them on reset; this class owns what is common: the arm with the OSC_POSE
+controller, the table, the optional distractors (table colour, three random-colour
+objects, one of them moving, and camera jitter), and offscreen rendering with shadows
+and reflections off (they cost about 10x on software rendering).
+"""
+
+from __future__ import annotations
+
+import logging
+
+# robosuite logs a page of warnings on import (private macros file, optional robots) and
+# on every env (controller parts a Panda lacks); a filter survives its own setLevel calls.
+logging.getLogger("robosuite_logs").addFilter(lambda record: record.levelno >= logging.ERROR)
+
+import mujoco
+import numpy as np
+from robosuite.controllers import load_composite_controller_config
+from robosuite.environments.manipulation.manipulation_env import ManipulationEnv
+from robosuite.models.arenas import TableArena
+from robosuite.models.objects import BallObject, BoxObject, CylinderObject
+from robosuite.models.tasks import ManipulationTask
+
+TABLE_SIZE = (0.8, 0.8, 0.05)
+TABLE_TOP_Z = 0.8
+CONTROL_HZ = 20
+CAMERA = "agentview"
+# Distractors stand at the table's far corners, out of every expert's path, and are
+# visual only, so they change what a camera sees and nothing the arm feels.
+DISTRACTOR_SPOTS = np.array([[0.27, 0.17], [0.27, -0.17], [-0.15, -0.21]])
+
+
+class TaskScene(ManipulationEnv):
+    """robosuite environment that delegates objects, placement and success to a task.
+
+    `task` is the gymnasium env (robalign.envs.base.FrankaTaskEnv) that owns this scene;
+    it provides `build_objects()`, `place_objects(rng)` and `is_success()`.
+    """
+
+    def __init__(self, task, distractors: bool):
+        self._task = task
+        task.scene = self  # robosuite resets inside its __init__, and the task's hooks read the scene
+        self._with_distractors = distractors
+        super().__init__(
+            robots="Panda",
+            controller_configs=load_composite_controller_config(controller="BASIC", robot="Panda"),
+            gripper_types="default",
+            initialization_noise={"magnitude": 0.02, "type": "gaussian"},
+            use_camera_obs=False,
+            has_renderer=False,
+            has_offscreen_renderer=False,
+            control_freq=CONTROL_HZ,
+            horizon=100_000,
+            ignore_done=True,
+            hard_reset=False,  # rebuilding the model every reset costs ~1 s; we edit it in place
+        )
+
+    # ---- model ---------------------------------------------------------------------------
+    def _load_model(self):
+        super()._load_model()
+        robot = self.robots[0].robot_model
+        robot.set_base_xpos(robot.base_xpos_offset["table"](TABLE_SIZE[0]))
+        arena = TableArena(table_full_size=TABLE_SIZE, table_offset=(0, 0, TABLE_TOP_Z))
+        arena.set_origin([0, 0, 0])
+        objects = list(self._task.build_objects())
+        if self._with_distractors:
+            objects += _distractor_objects()
+        self.model = ManipulationTask(mujoco_arena=arena, mujoco_robots=[robot], mujoco_objects=objects)
+
+    def _setup_references(self):
+        super()._setup_references()
+        m = self.sim.model._model
+        self.table_geom_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "table_visual")
+        self.camera_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, CAMERA)
+        self.camera_home = (m.cam_pos[self.camera_id].copy(), m.cam_quat[self.camera_id].copy())
+        self.table_home = (m.geom_matid[self.table_geom_id], m.geom_rgba[self.table_geom_id].copy())
+        self.distractor_body_ids = [
+            mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, f"distractor{i}_main") for i in range(3)
+        ] if self._with_distractors else []
+        self._task.on_model_loaded()
+
+    def _reset_internal(self):
+        super()._reset_internal()
+        self._task.place_objects(self.rng)
+
+    # ---- distractors ---------------------------------------------------------------------
+    def randomize_appearance(self, rng: np.random.Generator) -> dict:
+        """Per-episode table colour, distractor colours and poses, camera jitter."""
+        m = self.sim.model._model
+        cam_pos, cam_quat = self.camera_home
+        if not self._with_distractors:
+            m.cam_pos[self.camera_id], m.cam_quat[self.camera_id] = cam_pos, cam_quat
+            return {}
+        table_rgb = rng.uniform(0.1, 0.9, 3)
+        m.geom_matid[self.table_geom_id] = -1  # a material would override the colour
+        m.geom_rgba[self.table_geom_id] = [*table_rgb, 1.0]
+        for body_id in self.distractor_body_ids:
+            for g in range(m.body_geomadr[body_id], m.body_geomadr[body_id] + m.body_geomnum[body_id]):
+                m.geom_rgba[g] = [*rng.uniform(0, 1, 3), 1.0]
+        self._distractor_base = DISTRACTOR_SPOTS + rng.uniform(-0.03, 0.03, DISTRACTOR_SPOTS.shape)
+        self._distractor_phase = rng.uniform(0, 2 * np.pi)
+        self.move_distractors(0)
+        m.cam_pos[self.camera_id] = cam_pos + rng.uniform(-0.015, 0.015, 3)
+        tilt = rng.uniform(-0.02, 0.02, 3)  # small-angle rotation, radians
+        q = np.empty(4)
+        mujoco.mju_mulQuat(q, cam_quat, np.array([1.0, *(tilt / 2)]))
+        m.cam_quat[self.camera_id] = q / np.linalg.norm(q)
+        return {"table_rgb": table_rgb}
+
+    def move_distractors(self, step: int) -> None:
+        """The first distractor circles its spot (radius 4 cm, period 3 s); the others stand."""
+        if not self._with_distractors:
+            return
+        m = self.sim.model._model
+        angle = self._distractor_phase + 2 * np.pi * step / (3 * CONTROL_HZ)
+        for i, body_id in enumerate(self.distractor_body_ids):
+            xy = self._distractor_base[i] + (0.04 * np.array([np.cos(angle), np.sin(angle)]) if i == 0 else 0)
+            m.body_pos[body_id, :2] = xy
+            m.body_pos[body_id, 2] = TABLE_TOP_Z + 0.03
+
+    # ---- task hooks robosuite calls ------------------------------------------------------
+    def reward(self, action=None):
+        return 0.0  # rewards are learned from people, not hand-shaped here
+
+    def _check_success(self):
+        return self._task.is_success()
+
+
+def _distractor_objects():
+    kw = dict(obj_type="visual", joints=None, rgba=[0.5, 0.5, 0.5, 1])
+    return [
+        BallObject(name="distractor0", size=[0.03], **kw),
+        BoxObject(name="distractor1", size=[0.025, 0.025, 0.03], **kw),
+        CylinderObject(name="distractor2", size=[0.025, 0.03], **kw),
+    ]
+
+
+class Camera:
+    """Offscreen renderer for one camera of a scene, shadows and reflections off."""
+
+    def __init__(self, scene: TaskScene, size: int, camera: str = CAMERA):
+        self._scene, self._camera = scene, camera
+        self._renderer = mujoco.Renderer(scene.sim.model._model, size, size)
+        self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+        self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+
+    def render(self) -> np.ndarray:
+        """(H, W, 3) uint8, row 0 at the top."""
+        self._renderer.update_scene(self._scene.sim.data._data, camera=self._camera)
+        return self._renderer.render()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None

@@ -1,0 +1,1 @@
+"""hardware — filled in by later issues."""
