@@ -17,10 +17,11 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from .base import ACTION_SIZE, STATE_SIZE, FrankaTaskEnv
 from .experts import ScriptedExpert, Waypoint
+from .objectives import OBJECTIVES, Objective, get_objective, objective, objectives_for
 from .registry import ENVS
 from . import tasks  # noqa: F401  (registers every task)
 
-__all__ = ["ACTION_SIZE", "STATE_SIZE", "FrankaTaskEnv", "ScriptedExpert", "Waypoint", "available", "make", "env_class"]
+__all__ = ["ACTION_SIZE", "OBJECTIVES", "Objective", "STATE_SIZE", "FrankaTaskEnv", "ScriptedExpert", "Waypoint", "get_objective", "objective", "objectives_for", "available", "make", "env_class"]
 
 
 def available() -> list[str]:

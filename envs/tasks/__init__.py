@@ -1,3 +1,7 @@
-"""One module per task; importing this package registers them all."""
+"""One module per task; importing this package imports (and so registers) every one."""
 
-from . import reach_around  # noqa: F401
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

@@ -12,6 +12,7 @@ from robosuite.models.objects import BallObject, CylinderObject
 
 from ..base import FrankaTaskEnv
 from ..experts import Waypoint
+from ..objectives import objective, path_length
 from ..registry import register_env
 
 VASE_RADIUS, VASE_HALF_HEIGHT = 0.03, 0.09
@@ -103,3 +104,25 @@ class ReachAround(FrankaTaskEnv):
             Waypoint([goal[0], goal[1], top], tol=0.02),
             Waypoint(goal, tol=0.01, settle=3),
         ]
+
+
+# ---- objectives --------------------------------------------------------------------------
+@objective("clearance", env="reach-around", threshold=0.05)
+def clearance(traj):
+    """Closest approach of any gripper geom to the vase over the episode, metres."""
+    return float(np.min(traj.info["vase_clearance"]))
+
+
+@objective("left-side", env="reach-around", threshold=0.0)
+def left_side(traj):
+    """Lateral offset (world +y, the robot's left) of the gripper from the vase where it
+    passes the vase, metres: positive when it went around on the left."""
+    eef, vase = traj.info["eef_pos"], traj.info["vase_pos"]
+    t = int(np.argmin(np.abs(eef[:, 0] - vase[:, 0])))
+    return float(eef[t, 1] - vase[t, 1])
+
+
+@objective("path-length", env="reach-around")
+def path_length_objective(traj):
+    """Minus the distance the gripper travelled, metres: shorter is better."""
+    return -path_length(traj.info["eef_pos"])

@@ -1,0 +1,89 @@
+"""Named task objectives: what a (simulated) person may care about in a trajectory.
+
+An objective maps a Trajectory to a float where higher is better (a preferred
+trajectory scores higher). It reads the trajectory's privileged per-step info, never
+pixels. `threshold` is the score at or above which a rollout "satisfies" it (alignment
+reports the satisfied share). Objectives are registered by name, each for one task or
+for any task:
+
+    @objective("clearance", env="reach-around", threshold=0.05)
+    def clearance(traj): return float(traj.info["vase_clearance"].min())
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import numpy as np
+
+from robalign.errors import RobalignError
+from robalign.registry import Registry
+from robalign.types import Trajectory
+
+OBJECTIVES: Registry = Registry("objective")
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    name: str
+    fn: Callable[[Trajectory], float]
+    env: str | None = None  # the task it is defined for; None: any task
+    threshold: float | None = None
+    description: str = ""
+
+    def __call__(self, trajectory: Trajectory) -> float:
+        if self.env is not None and trajectory.env_name not in (None, self.env):
+            raise RobalignError(
+                f"objective {self.name!r} is defined for env {self.env!r}, "
+                f"but the trajectory comes from {trajectory.env_name!r}; objectives for that env: "
+                f"{', '.join(objectives_for(trajectory.env_name))}"
+            )
+        value = float(self.fn(trajectory))
+        if not math.isfinite(value):
+            raise RobalignError(f"objective {self.name!r} returned {value} (not finite)")
+        return value
+
+    def satisfied(self, trajectory: Trajectory) -> bool:
+        if self.threshold is None:
+            raise RobalignError(f"objective {self.name!r} has no satisfaction threshold")
+        return self(trajectory) >= self.threshold
+
+
+def objective(name: str, env: str | None = None, threshold: float | None = None):
+    """Register `fn(trajectory) -> float` (higher is better) under `name`."""
+
+    def add(fn: Callable[[Trajectory], float]) -> Callable[[Trajectory], float]:
+        OBJECTIVES.register(name)(Objective(name, fn, env, threshold, (fn.__doc__ or "").strip()))
+        return fn
+
+    return add
+
+
+def get_objective(name_or_fn: str | Callable[[Trajectory], float]) -> Objective | Callable[[Trajectory], float]:
+    """A registered objective by name, or a user callable passed through unchanged."""
+    if callable(name_or_fn):
+        return name_or_fn
+    return OBJECTIVES.get(name_or_fn)
+
+
+def objectives_for(env: str | None) -> list[str]:
+    return [n for n in OBJECTIVES.names() if OBJECTIVES.get(n).env in (None, env)]
+
+
+# ---- objectives that apply to every task ------------------------------------------------
+@objective("success", threshold=1.0)
+def success(traj: Trajectory) -> float:
+    """1 if the episode succeeded, else 0."""
+    return float(traj.success)
+
+
+@objective("time")
+def time(traj: Trajectory) -> float:
+    """Minus the number of steps: shorter episodes are better."""
+    return -float(len(traj))
+
+
+def path_length(eef_pos: np.ndarray) -> float:
+    return float(np.linalg.norm(np.diff(eef_pos, axis=0), axis=1).sum())

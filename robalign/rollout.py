@@ -1,0 +1,72 @@
+"""Run one episode of an env with any actor and record it as a Trajectory.
+
+Every producer of trajectories (scripted experts for demos, policies for rollouts and
+evaluation) goes through `record_episode`, so they all record the same fields the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from robalign.types import Trajectory
+
+
+def record_episode(
+    env,
+    act: Callable[[dict], np.ndarray],
+    seed: int,
+    mode: str | None = None,
+    provenance: dict | None = None,
+    on_reset: Callable[[], None] | None = None,
+) -> Trajectory:
+    """Reset `env` with `seed`, step `act(obs)` until the episode ends, return the record.
+
+    The recorded step t holds the observation before action t; the final observation
+    (after the last action) is not a step of its own. `on_reset` runs right after reset
+    (a scripted expert plans from the initial state there).
+    """
+    obs, info = env.reset(seed=seed)
+    if on_reset is not None:
+        on_reset()
+    frames, states, env_states, actions, privileged = [], [], [], [], []
+    success = False
+    while True:
+        action = np.asarray(act(obs), dtype=np.float32)
+        if "image" in obs:
+            frames.append(obs["image"])
+        states.append(obs["state"])
+        env_states.append(obs["environment_state"])
+        privileged.append(info["privileged"])
+        actions.append(action)
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            success = bool(info["is_success"])
+            break
+    return Trajectory(
+        frames=np.stack(frames) if frames else None,
+        state=np.stack(states),
+        action=np.stack(actions),
+        env_state=np.stack(env_states),
+        instruction=env.instruction,
+        success=success,
+        info={k: np.stack([np.asarray(p[k], dtype=np.float32) for p in privileged]) for k in privileged[0]},
+        mode=mode,
+        provenance={"env": env.name, "seed": int(seed), "distractors": env.distractors, **(provenance or {})},
+    )
+
+
+def expert_episode(env, mode: str, seed: int) -> Trajectory:
+    """One demonstration by the task's scripted expert in `mode`."""
+    from robalign.envs import ScriptedExpert
+
+    holder: dict = {}
+
+    def plan() -> None:
+        holder["expert"] = ScriptedExpert(env, mode, np.random.default_rng([seed, 1]))
+
+    return record_episode(
+        env, lambda obs: holder["expert"].act(), seed, mode=mode,
+        provenance={"actor": f"expert:{mode}"}, on_reset=plan,
+    )
