@@ -20,16 +20,20 @@ def record_episode(
     mode: str | None = None,
     provenance: dict | None = None,
     on_reset: Callable[[], None] | None = None,
+    video: list | None = None,
 ) -> Trajectory:
     """Reset `env` with `seed`, step `act(obs)` until the episode ends, return the record.
 
     The recorded step t holds the observation before action t; the final observation
     (after the last action) is not a step of its own. `on_reset` runs right after reset
-    (a scripted expert plans from the initial state there).
+    (a scripted expert plans from the initial state there). With `video` given (a list) and
+    an env made with render_mode="rgb_array", every rendered frame is appended to it.
     """
     obs, info = env.reset(seed=seed)
     if on_reset is not None:
         on_reset()
+    if video is not None:
+        video.append(env.render())
     frames, states, env_states, actions, privileged = [], [], [], [], []
     success = False
     while True:
@@ -41,6 +45,8 @@ def record_episode(
         privileged.append(info["privileged"])
         actions.append(action)
         obs, _, terminated, truncated, info = env.step(action)
+        if video is not None:
+            video.append(env.render())
         if terminated or truncated:
             success = bool(info["is_success"])
             break
@@ -57,7 +63,7 @@ def record_episode(
     )
 
 
-def expert_episode(env, mode: str, seed: int) -> Trajectory:
+def expert_episode(env, mode: str, seed: int, video: list | None = None) -> Trajectory:
     """One demonstration by the task's scripted expert in `mode`."""
     from robalign.envs import ScriptedExpert
 
@@ -68,5 +74,5 @@ def expert_episode(env, mode: str, seed: int) -> Trajectory:
 
     return record_episode(
         env, lambda obs: holder["expert"].act(), seed, mode=mode,
-        provenance={"actor": f"expert:{mode}"}, on_reset=plan,
+        provenance={"actor": f"expert:{mode}"}, on_reset=plan, video=video,
     )

@@ -1,0 +1,214 @@
+"""pick-place-lang: put the cube of the named colour (red, green or blue) into the bowl.
+
+Three 4 cm cubes and a static shallow bowl stand at random non-overlapping spots; the
+target colour and the instruction's wording are random every episode. The wording comes
+from PARAPHRASES only; HELD_OUT_PARAPHRASES are never used by make_instruction, so a policy
+trained on this task's demos can be evaluated on unseen instructions by formatting them
+with `target_colour` (e.g. `HELD_OUT_PARAPHRASES[0].format(colour=env.target_colour)`).
+
+Modes: `direct` (grasp, lift just clear of the bowl wall and the other cubes, carry, drop)
+and `lift-high` (lift ~20 cm, carry high, lower over the bowl, drop). Objectives:
+`efficiency` (minus the episode's steps) and `safety` (minus the steps in which the gripper
+or the carried cube touches another cube).
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+from robosuite.models.objects import BoxObject, CompositeObject
+
+from ..base import FrankaTaskEnv
+from ..experts import Waypoint
+from ..objectives import objective
+from ..registry import register_env
+
+COLOURS = {"red": [0.85, 0.1, 0.1, 1], "green": [0.1, 0.7, 0.15, 1], "blue": [0.1, 0.25, 0.9, 1]}
+CUBE_HALF = 0.02
+BOWL_INNER, BOWL_WALL, BOWL_HALF_HEIGHT, BOWL_SEGMENTS = 0.065, 0.008, 0.025, 16
+BOWL_OUTER = BOWL_INNER + BOWL_WALL
+CUBE_GAP = 0.09  # centre to centre; leaves the open fingers (~1 cm each side of 8 cm) room
+BOWL_GAP = BOWL_OUTER + 0.05  # cube centre to bowl centre
+FINGER_REACH = 0.055  # open fingers' outer faces from the grip axis, along the finger axis
+
+PARAPHRASES = (
+    "put the {colour} cube in the bowl",
+    "place the {colour} block into the bowl",
+    "pick up the {colour} cube and drop it in the bowl",
+    "move the {colour} cube to the bowl",
+    "put the {colour} block inside the bowl",
+    "grab the {colour} cube and place it in the bowl",
+)
+# Never produced by make_instruction: kept back to test generalisation to new wording.
+HELD_OUT_PARAPHRASES = (
+    "drop the {colour} cube into the bowl",
+    "transfer the {colour} block to the bowl",
+)
+
+
+@register_env("pick-place-lang")
+class PickPlaceLang(FrankaTaskEnv):
+    name = "pick-place-lang"
+    modes = ("direct", "lift-high")
+    objectives = ("efficiency", "safety")
+    # target cube position 3, the other two cubes' positions 3 + 3 (in red, green, blue
+    # order), bowl centre 3, target colour one-hot 3 (red, green, blue)
+    env_state_size = 15
+    default_max_steps = 200
+    PARAPHRASES = PARAPHRASES
+    HELD_OUT_PARAPHRASES = HELD_OUT_PARAPHRASES
+
+    def build_objects(self):
+        self.cubes = [
+            BoxObject(name=f"{c}_cube", size=[CUBE_HALF] * 3, rgba=rgba, density=300, friction=[1.5, 0.005, 0.0001])
+            for c, rgba in COLOURS.items()
+        ]
+        self.bowl = _bowl()
+        return [*self.cubes, self.bowl]
+
+    def on_model_loaded(self):
+        m = self.model
+        self._cube_bodies = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, c.root_body) for c in self.cubes]
+        self._cube_geoms = [self.geoms_of(c.root_body) for c in self.cubes]
+        self._bowl_body = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, self.bowl.root_body)
+
+    def place_objects(self, rng):
+        lo, hi = np.array([-0.15, -0.15]), np.array([0.2, 0.15])
+        while True:  # rejection sampling; a layout is found within a few tries
+            bowl = rng.uniform([-0.07, -0.07], [0.12, 0.07])
+            cubes: list[np.ndarray] = []
+            for _ in range(200):
+                xy = rng.uniform(lo, hi)
+                if np.linalg.norm(xy - bowl) > BOWL_GAP and all(np.linalg.norm(xy - c) > CUBE_GAP for c in cubes):
+                    cubes.append(xy)
+                    if len(cubes) == 3:
+                        break
+            if len(cubes) == 3:
+                break
+        self.model.body_pos[self._bowl_body] = [*bowl, self.table_top_z + BOWL_HALF_HEIGHT]
+        for cube, xy in zip(self.cubes, cubes):
+            yaw = rng.uniform(-np.pi / 4, np.pi / 4)
+            self.set_free_body(cube.joints[0], [*xy, self.table_top_z + CUBE_HALF], [np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)])
+        self.target = int(rng.integers(3))
+        self.target_colour = list(COLOURS)[self.target]
+
+    def make_instruction(self, rng):
+        return PARAPHRASES[rng.integers(len(PARAPHRASES))].format(colour=self.target_colour)
+
+    # ---- readings ------------------------------------------------------------------------
+    def cube_pos(self, i: int) -> np.ndarray:
+        return self.data.xpos[self._cube_bodies[i]].copy()
+
+    def bowl_pos(self) -> np.ndarray:
+        return self.data.xpos[self._bowl_body].copy()
+
+    def others(self) -> list[int]:
+        return [i for i in range(3) if i != self.target]
+
+    def target_in_bowl(self) -> bool:
+        cube, bowl = self.cube_pos(self.target), self.bowl_pos()
+        return bool(np.linalg.norm(cube[:2] - bowl[:2]) < BOWL_INNER and cube[2] < bowl[2] + BOWL_HALF_HEIGHT)
+
+    def task_state(self):
+        return np.concatenate(
+            [self.cube_pos(self.target), *[self.cube_pos(i) for i in self.others()], self.bowl_pos(), np.eye(3)[self.target]]
+        )
+
+    def privileged(self):
+        mover = self._gripper_geoms + self._cube_geoms[self.target]
+        other = [g for i in self.others() for g in self._cube_geoms[i]]
+        return {
+            "eef_pos": self.eef_pos(),
+            "target_pos": self.cube_pos(self.target),
+            "bowl_pos": self.bowl_pos(),
+            "other_contacts": float(self.touching(mover, other)),
+            "target_in_bowl": float(self.target_in_bowl()),
+        }
+
+    def is_success(self):
+        return self.target_in_bowl() and not self.touching(self._gripper_geoms, self._cube_geoms[self.target])
+
+    # ---- scripted expert -----------------------------------------------------------------
+    def grasp_yaw(self, i: int) -> float:
+        """Gripper yaw matching a face pair of cube i, the one whose finger axis keeps most
+        room to the other cubes and the bowl (fingers open along (-sin yaw, cos yaw))."""
+        cube = self.cube_pos(i)
+        q = self.data.xquat[self._cube_bodies[i]]
+        cube_yaw = 2 * np.arctan2(q[3], q[0])
+        cube_yaw = (cube_yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4
+        obstacles = [(self.cube_pos(j)[:2], CUBE_HALF * 1.42) for j in range(3) if j != i]
+        obstacles.append((self.bowl_pos()[:2], BOWL_OUTER))
+
+        def room(yaw):
+            u = np.array([-np.sin(yaw), np.cos(yaw)])
+            gaps = []
+            for centre, radius in obstacles:
+                d = centre - cube[:2]
+                t = np.clip(d @ u, -FINGER_REACH, FINGER_REACH)
+                gaps.append(np.linalg.norm(d - t * u) - radius)
+            return min(gaps)
+
+        return max((cube_yaw, cube_yaw - np.sign(cube_yaw + 1e-9) * np.pi / 2), key=room)
+
+    def plan(self, mode, rng):
+        cube, bowl = self.cube_pos(self.target), self.bowl_pos()
+        yaw = self.grasp_yaw(self.target)
+        top = self.table_top_z
+        grasp_z = cube[2] + rng.uniform(-0.003, 0.008)
+        # Carried cube's bottom hangs ~CUBE_HALF below the gripper site; clear the bowl wall
+        # (and the lower cubes) by a few cm.
+        clear_z = top + 2 * BOWL_HALF_HEIGHT + CUBE_HALF + rng.uniform(0.03, 0.05)
+        carry_z = clear_z if mode == "direct" else cube[2] + rng.uniform(0.18, 0.24)
+        drop_z = clear_z + rng.uniform(-0.005, 0.015)
+        drop = np.array([*(bowl[:2] + rng.uniform(-0.015, 0.015, 2)), drop_z])
+        speed = rng.uniform(0.7, 1.0)
+        plan = [
+            Waypoint([cube[0], cube[1], grasp_z + rng.uniform(0.06, 0.1)], yaw=yaw, tol=0.02, speed=speed),
+            Waypoint([cube[0], cube[1], grasp_z], yaw=yaw, tol=0.008, speed=0.6, settle=2),
+            Waypoint([cube[0], cube[1], grasp_z], gripper=1.0, yaw=yaw, tol=0.01, settle=int(rng.integers(6, 10))),
+            Waypoint([cube[0], cube[1], carry_z], gripper=1.0, yaw=yaw, tol=0.02, speed=speed),
+            Waypoint([drop[0], drop[1], carry_z], gripper=1.0, yaw=yaw, tol=0.02, speed=speed),
+        ]
+        if mode == "lift-high":
+            plan.append(Waypoint(drop, gripper=1.0, yaw=yaw, tol=0.015, speed=speed))
+        plan += [
+            Waypoint(drop, gripper=1.0, yaw=yaw, tol=0.01, settle=1),
+            Waypoint(drop, gripper=-1.0, yaw=yaw, tol=0.02, settle=6),
+            Waypoint(drop + [0, 0, 0.08], gripper=-1.0, yaw=yaw, tol=0.02),
+        ]
+        return plan
+
+
+def _bowl() -> CompositeObject:
+    """A static shallow bowl: a round base plate and a ring of wall boxes (like robosuite's
+    HollowCylinderObject), 5 cm tall, origin at its centre."""
+    n = BOWL_SEGMENTS
+    half_w = BOWL_OUTER * np.sin(np.pi / n) * 1.05  # slight overlap closes the ring's gaps
+    half_t = BOWL_WALL * np.cos(np.pi / n) / 2
+    r_mid = BOWL_INNER * np.cos(np.pi / n) + half_t
+    kw = dict(geom_types=["cylinder"], geom_sizes=[(BOWL_OUTER, 0.004)], geom_locations=[(0, 0, 0.004 - BOWL_HALF_HEIGHT)],
+              geom_quats=[(1, 0, 0, 0)], geom_names=["base"])
+    for k in range(n):
+        a = 2 * np.pi * k / n
+        kw["geom_types"].append("box")
+        kw["geom_sizes"].append((half_t, half_w, BOWL_HALF_HEIGHT))
+        kw["geom_locations"].append((r_mid * np.cos(a), r_mid * np.sin(a), 0))
+        kw["geom_quats"].append((np.cos(a / 2), 0, 0, np.sin(a / 2)))
+        kw["geom_names"].append(f"wall{k}")
+    return CompositeObject(
+        name="bowl", total_size=[BOWL_OUTER, BOWL_OUTER, BOWL_HALF_HEIGHT], rgba=[0.9, 0.8, 0.55, 1],
+        locations_relative_to_center=True, joints=None, **kw,
+    )
+
+
+# ---- objectives --------------------------------------------------------------------------
+@objective("efficiency", env="pick-place-lang")
+def efficiency(traj):
+    """Minus the number of steps the episode took: quicker is better."""
+    return -float(len(traj))
+
+
+@objective("safety", env="pick-place-lang", threshold=0.0)
+def safety(traj):
+    """Minus the number of steps in which the gripper or the carried cube touched another cube."""
+    return -float(np.sum(traj.info["other_contacts"] > 0.5))

@@ -1,0 +1,137 @@
+"""Scripted-expert demonstrations written as a LeRobotDataset (v3.0, video-encoded).
+
+Per frame the dataset holds the agentview image (video), proprioception, task-object
+state, the action, the instruction (lerobot's `task`), the expert's behaviour mode, and
+every privileged value the env reports (as `privileged.<name>`), so later stages can score
+demos with the same objectives as rollouts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from robalign.errors import RobalignError, UnknownNameError
+from robalign.data.outputs import atomic_output_dir
+from robalign.types import Trajectory
+
+FPS = 20
+
+
+def dataset_features(trajectory: Trajectory) -> dict:
+    """lerobot feature spec for trajectories shaped like `trajectory`."""
+    if trajectory.frames is None:
+        raise RobalignError("demonstrations need camera frames; make the env with camera=True")
+    h, w, _ = trajectory.frames.shape[1:]
+    features = {
+        "observation.image": {"dtype": "video", "shape": (h, w, 3), "names": ["height", "width", "channels"]},
+        "observation.state": {"dtype": "float32", "shape": (trajectory.state.shape[1],), "names": None},
+        "observation.environment_state": {
+            "dtype": "float32", "shape": (trajectory.env_state.shape[1],), "names": None,
+        },
+        "action": {"dtype": "float32", "shape": (trajectory.action.shape[1],), "names": None},
+        "mode": {"dtype": "string", "shape": (1,), "names": None},
+    }
+    for key, value in trajectory.info.items():
+        features[f"privileged.{key}"] = {"dtype": "float32", "shape": value.shape[1:] or (1,), "names": None}
+    return features
+
+
+def episode_modes(modes: Sequence[str], n: int) -> list[str]:
+    """An even mix: modes in turn, so any prefix of the episodes is as balanced as it can be."""
+    return [modes[i % len(modes)] for i in range(n)]
+
+
+def write_demos(env_name: str, n: int, output_dir: str | Path, **options) -> Path:
+    """Record `n` expert demonstrations of `env_name` into `output_dir`/dataset.
+
+    Options as `record_demos`. Nothing is left at `output_dir` if anything fails.
+    Returns the dataset root.
+    """
+    validate_demo_request(env_name, n, options.get("modes"))
+    with atomic_output_dir(output_dir) as tmp:
+        record_demos(tmp, env_name, n, **options)
+    return Path(output_dir).absolute() / "dataset"
+
+
+def validate_demo_request(env_name: str, n: object, modes: Sequence[str] | None) -> list[str]:
+    """Check the request before any work; return the modes to use."""
+    import robalign.envs as envs
+
+    env_cls = envs.env_class(env_name)
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+        raise RobalignError(f"n must be a positive number of episodes; got {n!r}")
+    modes = list(modes) if modes else list(env_cls.modes)
+    for mode in modes:
+        if mode not in env_cls.modes:
+            raise UnknownNameError(f"mode of {env_name}", mode, list(env_cls.modes))
+    return modes
+
+
+def record_demos(
+    root: Path,
+    env_name: str,
+    n: int,
+    modes: Sequence[str] | None = None,
+    seed: int = 0,
+    distractors: bool = False,
+    image_size: int = 96,
+    progress: bool = True,
+    require_success: bool = True,
+) -> list[Trajectory]:
+    """Record `n` expert episodes (modes in turn) as a LeRobotDataset at `root`/dataset.
+
+    Seeds are seed, seed+1, ...; a failed expert episode is replaced by the next seed when
+    `require_success` (imitation data should show the task done). Returns the recorded
+    trajectories without frames (their seeds and modes are in `provenance`).
+    """
+    import robalign.envs as envs
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from robalign.rollout import expert_episode
+
+    modes = validate_demo_request(env_name, n, modes)
+    env = envs.make(env_name, distractors=distractors, image_size=image_size, camera=True)
+    dataset, recorded = None, []
+    try:
+        next_seed, attempts = seed, 0
+        for mode in tqdm(episode_modes(modes, n), desc=f"demos {env_name}", unit="ep", disable=not progress):
+            while True:
+                trajectory = expert_episode(env, mode, next_seed)
+                next_seed, attempts = next_seed + 1, attempts + 1
+                if trajectory.success or not require_success:
+                    break
+                if attempts > 3 * n + 10:
+                    raise RobalignError(f"the {env_name} expert keeps failing in mode {mode!r}")
+            if dataset is None:
+                dataset = LeRobotDataset.create(
+                    repo_id=f"robalign/{env_name}", fps=FPS, features=dataset_features(trajectory),
+                    root=root / "dataset", robot_type="panda", use_videos=True,
+                )
+            _add_episode(dataset, trajectory)
+            trajectory.frames = None  # the dataset has them; keep memory flat
+            recorded.append(trajectory)
+    finally:
+        env.close()
+        if dataset is not None:
+            dataset.finalize()
+    return recorded
+
+
+def _add_episode(dataset, trajectory: Trajectory) -> None:
+    for t in range(len(trajectory)):
+        frame = {
+            "observation.image": trajectory.frames[t],
+            "observation.state": trajectory.state[t],
+            "observation.environment_state": trajectory.env_state[t],
+            "action": trajectory.action[t],
+            "mode": trajectory.mode or "",
+            "task": trajectory.instruction,
+        }
+        for key, value in trajectory.info.items():
+            frame[f"privileged.{key}"] = np.atleast_1d(value[t]).astype(np.float32)
+        dataset.add_frame(frame)
+    dataset.save_episode()
