@@ -1,0 +1,67 @@
+"""Steps/s of every task with and without the 96 px camera, beside a bare robosuite Lift
+env with the same camera settings (shadows and reflections off), measured in one run.
+
+    .venv/bin/python benchmarks/env_speed.py [--steps 200]
+
+Prints a table with the ratio task/Lift for each column. Random actions; rendering and
+robosuite's 25 controller substeps per 20 Hz step dominate the cost.
+"""
+
+import argparse
+import time
+
+import mujoco
+import numpy as np
+
+import robalign.envs as envs
+
+
+def steps_per_second(step, reset, steps: int) -> float:
+    reset()
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-0.3, 0.3, (steps, 7)).astype(np.float32)
+    start = time.perf_counter()
+    for a in actions:
+        step(a)
+    return steps / (time.perf_counter() - start)
+
+
+def bare_lift(camera: bool):
+    import robosuite
+    from robosuite.controllers import load_composite_controller_config
+
+    env = robosuite.make(
+        "Lift", robots="Panda", controller_configs=load_composite_controller_config(controller="BASIC", robot="Panda"),
+        has_renderer=False, has_offscreen_renderer=camera, use_camera_obs=camera, camera_names="agentview",
+        camera_heights=96, camera_widths=96, control_freq=20, horizon=100_000, ignore_done=True, hard_reset=False,
+    )
+    env.reset()
+    if camera:  # the same render settings our tasks use
+        scene = env.sim._render_context_offscreen.scn
+        scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+        scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+    return env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=200)
+    args = parser.parse_args()
+    rows = {}
+    for camera in (False, True):
+        lift = bare_lift(camera)
+        rows.setdefault("robosuite Lift (bare)", {})[camera] = steps_per_second(lift.step, lift.reset, args.steps)
+        lift.close()
+        for name in envs.available():
+            env = envs.make(name, camera=camera)
+            rows.setdefault(name, {})[camera] = steps_per_second(env.step, lambda: env.reset(seed=0), args.steps)
+            env.close()
+    base = rows["robosuite Lift (bare)"]
+    print("| env | steps/s, no camera | ratio to Lift | steps/s, 96 px camera | ratio to Lift |")
+    print("|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} | {r[False]:.1f} | {r[False] / base[False]:.2f} | {r[True]:.1f} | {r[True] / base[True]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+import subprocess
+import sys
+
+import pytest
+
+from robalign.cli import compose, main
+from robalign.errors import RobalignError
+
+
+def test_help_lists_verbs(capsys):
+    assert main(["--help"]) == 0
+    assert "demos" in capsys.readouterr().out
+
+
+def test_unknown_verb(capsys):
+    assert main(["demoz"]) == 2
+    assert "valid choices: demos" in capsys.readouterr().err
+
+
+def test_unknown_setting_lists_valid_ones():
+    with pytest.raises(RobalignError, match="unknown setting 'nn'.*env.distractors"):
+        compose("demos", ["nn=3"])
+
+
+def test_adding_settings_is_refused():
+    with pytest.raises(RobalignError, match="not allowed"):
+        compose("demos", ["+nn=3"])
+
+
+def test_unknown_env_names_the_choices(capsys):
+    assert main(["demos", "env=nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown env 'nope'" in err and "mug-grasp" in err
+
+
+def test_env_group_override():
+    cfg = compose("demos", ["env=mug-grasp", "env.distractors=true", "n=3"])
+    assert cfg.env.name == "mug-grasp" and cfg.env.distractors is True and cfg.n == 3
+
+
+def test_python_dash_m_is_the_same_cli():
+    out = subprocess.run([sys.executable, "-m", "robalign", "envs"], capture_output=True, text=True, check=True)
+    assert "reach-around" in out.stdout and "clearance" in out.stdout

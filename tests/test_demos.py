@@ -1,0 +1,90 @@
+"""`robalign demos` writes a LeRobotDataset that lerobot itself reads back."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import robalign.envs as envs
+from robalign.cli import main
+from robalign.data import demos as demos_module
+from robalign.data.demos import write_demos
+from robalign.errors import OutputDirError, RobalignError, UnknownNameError
+from robalign.rollout import expert_episode
+
+
+@pytest.mark.slow
+def test_demos_round_trip_through_lerobot(tmp_path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    out = tmp_path / "run"
+    assert main(["demos", "env=reach-around", "n=2", "modes=[left,over]", "seed=5", "preview=1",
+                 f"output_dir={out}", "progress=false"]) == 0
+    assert (out / "config.yaml").read_text().count("reach-around") >= 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["modes"] == {"left": 1, "over": 1}
+    assert sorted(p.name for p in (out / "videos").glob("*.mp4")) == ["left-seed5.mp4", "over-seed6.mp4"]
+
+    ds = LeRobotDataset("robalign/reach-around", root=out / "dataset")
+    assert ds.num_episodes == 2 and len(ds) == summary["frames"]
+
+    # Re-run the same expert episode: what lerobot yields must be what was written.
+    env = envs.make("reach-around")
+    try:
+        expected = expert_episode(env, "left", 5)
+    finally:
+        env.close()
+    first = [ds[i] for i in range(len(expected))]
+    assert all(f["episode_index"].item() == 0 for f in first)
+    np.testing.assert_allclose(np.stack([f["action"].numpy() for f in first]), expected.action, atol=1e-6)
+    np.testing.assert_allclose(np.stack([f["observation.state"].numpy() for f in first]), expected.state, atol=1e-5)
+    assert {f["task"] for f in first} == {expected.instruction}
+    assert {f["mode"] for f in first} == {"left"}
+    frames = np.stack([(f["observation.image"].numpy().transpose(1, 2, 0) * 255) for f in first])
+    assert frames.shape == expected.frames.shape
+    err = np.abs(frames - expected.frames.astype(np.float32)).mean()
+    assert err < 6.0, f"video frames differ from rendered ones by {err:.1f} grey levels on average (lossy codec)"
+    np.testing.assert_allclose(np.stack([f["privileged.vase_clearance"].numpy() for f in first]).ravel(),
+                               expected.info["vase_clearance"], atol=1e-6)
+
+
+def test_bad_requests_fail_before_writing(tmp_path):
+    with pytest.raises(UnknownNameError, match="cube-group"):
+        write_demos("nope", 1, tmp_path / "a")
+    with pytest.raises(UnknownNameError, match="left, right, over"):
+        write_demos("reach-around", 1, tmp_path / "b", modes=["sideways"])
+    for n in (0, -3, 1.5, True):
+        with pytest.raises(RobalignError, match="positive"):
+            write_demos("reach-around", n, tmp_path / "c")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_or_occupied_output_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputDirError, match="not writable"):
+        write_demos("reach-around", 1, blocker / "run")
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine")
+    with pytest.raises(OutputDirError, match="not empty"):
+        write_demos("reach-around", 1, occupied)
+    assert (occupied / "keep.txt").read_text() == "mine"
+
+
+def test_failure_mid_run_leaves_nothing(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = demos_module._add_episode
+
+    def add_then_fail(dataset, trajectory):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("disk full")
+        real(dataset, trajectory)
+
+    monkeypatch.setattr(demos_module, "_add_episode", add_then_fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_demos("reach-around", 3, tmp_path / "run", progress=False)
+    assert list(tmp_path.iterdir()) == [], os.listdir(tmp_path)
