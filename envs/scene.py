@@ -74,8 +74,8 @@ class TaskScene(ManipulationEnv):
         m = self.sim.model._model
         self.table_geom_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "table_visual")
         self.camera_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, CAMERA)
-        self.camera_home = (m.cam_pos[self.camera_id].copy(), m.cam_quat[self.camera_id].copy())
-        self.table_home = (m.geom_matid[self.table_geom_id], m.geom_rgba[self.table_geom_id].copy())
+        if not hasattr(self, "camera_home"):  # robosuite re-runs this every reset; keep the first
+            self.camera_home = (m.cam_pos[self.camera_id].copy(), m.cam_quat[self.camera_id].copy())
         self.distractor_body_ids = [
             mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, f"distractor{i}_main") for i in range(3)
         ] if self._with_distractors else []

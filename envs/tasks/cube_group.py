@@ -132,8 +132,9 @@ class CubeGroup(FrankaTaskEnv):
 
 
 # ---- objectives --------------------------------------------------------------------------
-@objective("together", env="cube-group", threshold=-0.12)
+@objective("together", env="cube-group", threshold=-0.10)
 def together(traj):
     """Minus the largest distance between the two cube centres over the episode, metres:
-    cubes pushed side by side stay ~5-9 cm apart, one pushed ahead of the other drifts >12 cm."""
+    pushed side by side they stay 5-8 cm apart; pushing one across first leaves them >12 cm
+    apart (the threshold sits between the two on 50 seeds of each mode)."""
     return -float(np.max(traj.info["cube_separation"]))
