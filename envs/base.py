@@ -213,6 +213,12 @@ class FrankaTaskEnv(gym.Env):
     def geoms_of(self, body_name: str) -> list[int]:
         return _geoms_of(self.model, body_name)
 
+    def body_id(self, body_name: str) -> int:
+        body = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, body_name)
+        if body < 0:
+            raise KeyError(f"no body named {body_name!r}")
+        return body
+
     def _camera(self, key: str, size: int, camera: str) -> Camera:
         if key not in self._cameras:
             self._cameras[key] = Camera(self.scene, size, camera)

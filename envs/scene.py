@@ -9,7 +9,9 @@ and reflections off (they cost about 10x on software rendering).
 
 from __future__ import annotations
 
+import atexit
 import logging
+import weakref
 
 # robosuite logs a page of warnings on import (private macros file, optional robots) and
 # on every env (controller parts a Panda lacks); a filter survives its own setLevel calls.
@@ -137,12 +139,27 @@ def _distractor_objects():
     ]
 
 
+_OPEN_CAMERAS: "weakref.WeakSet[Camera]" = weakref.WeakSet()
+
+
+def _close_open_cameras() -> None:
+    # An EGL context freed after mujoco.egl's own exit hook terminated the display prints
+    # tracebacks. atexit runs hooks last-in first-out, so this one is registered after the
+    # first renderer exists (which is when mujoco.egl registers its hook).
+    for camera in list(_OPEN_CAMERAS):
+        camera.close()
+
+
 class Camera:
     """Offscreen renderer for one camera of a scene, shadows and reflections off."""
 
     def __init__(self, scene: TaskScene, size: int, camera: str = CAMERA):
         self._scene, self._camera = scene, camera
         self._renderer = mujoco.Renderer(scene.sim.model._model, size, size)
+        if not _OPEN_CAMERAS:
+            atexit.unregister(_close_open_cameras)
+            atexit.register(_close_open_cameras)
+        _OPEN_CAMERAS.add(self)
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
 

@@ -157,7 +157,7 @@ class PickPlaceLang(FrankaTaskEnv):
         grasp_z = cube[2] + rng.uniform(-0.003, 0.008)
         # Carried cube's bottom hangs ~CUBE_HALF below the gripper site; clear the bowl wall
         # (and the lower cubes) by a few cm.
-        clear_z = top + 2 * BOWL_HALF_HEIGHT + CUBE_HALF + rng.uniform(0.03, 0.05)
+        clear_z = top + 2 * BOWL_HALF_HEIGHT + CUBE_HALF + rng.uniform(0.015, 0.035)
         carry_z = clear_z if mode == "direct" else cube[2] + rng.uniform(0.18, 0.24)
         drop_z = clear_z + rng.uniform(-0.005, 0.015)
         drop = np.array([*(bowl[:2] + rng.uniform(-0.015, 0.015, 2)), drop_z])

@@ -40,10 +40,8 @@ class ReachAround(FrankaTaskEnv):
 
     def on_model_loaded(self):
         m = self.model
-        import mujoco
-
-        self._vase_body = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, self.vase.root_body)
-        self._goal_body = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, self.goal.root_body)
+        self._vase_body = self.body_id(self.vase.root_body)
+        self._goal_body = self.body_id(self.goal.root_body)
         self._vase_geoms = [g for g in self.geoms_of(self.vase.root_body) if m.geom_contype[g] or m.geom_conaffinity[g]]
 
     def place_objects(self, rng):
