@@ -83,9 +83,9 @@ class MugGrasp(FrankaTaskEnv):
         self._wall_geoms = [g for g in solid if "wall" in names[g]]
 
     def place_objects(self, rng):
-        self.handle_yaw = HANDLE_DIRECTION + rng.uniform(-HANDLE_SPREAD, HANDLE_SPREAD)
+        yaw = HANDLE_DIRECTION + rng.uniform(-HANDLE_SPREAD, HANDLE_SPREAD)
         pos = [rng.uniform(-0.08, 0.1), rng.uniform(-0.08, 0.03), self.table_top_z + HALF_H + 0.001]
-        q = [np.cos(self.handle_yaw / 2), 0, 0, np.sin(self.handle_yaw / 2)]
+        q = [np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
         self.set_free_body(self.mug.joints[0], pos, q)
 
     def make_instruction(self, rng):
@@ -144,8 +144,10 @@ class MugGrasp(FrankaTaskEnv):
         spot = centre[:2] + radius * np.array([np.cos(at), np.sin(at)])
         above = rim_z + FINGERTIP_BELOW_SITE + rng.uniform(0.03, 0.07)
         lift = grip_z + SUCCESS_LIFT + rng.uniform(0.04, 0.08)
+        # Waypoints finish on position alone: settle above the mug so a large wrist turn
+        # is done before the fingers go down beside the wall.
         return [
-            Waypoint([*spot, above], yaw=yaw, tol=0.015),
+            Waypoint([*spot, above], yaw=yaw, tol=0.015, settle=8),
             Waypoint([*spot, grip_z], yaw=yaw, tol=0.006, speed=0.5, settle=2),
             Waypoint([*spot, grip_z], gripper=1.0, yaw=yaw, tol=0.02, settle=8),
             Waypoint([*spot, lift], gripper=1.0, yaw=yaw, tol=0.01, speed=0.5, settle=10),

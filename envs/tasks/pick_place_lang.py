@@ -30,6 +30,9 @@ BOWL_OUTER = BOWL_INNER + BOWL_WALL
 CUBE_GAP = 0.09  # centre to centre; leaves the open fingers (~1 cm each side of 8 cm) room
 BOWL_GAP = BOWL_OUTER + 0.05  # cube centre to bowl centre
 FINGER_REACH = 0.055  # open fingers' outer faces from the grip axis, along the finger axis
+# Cubes further than this (in xy) from the robot base at (-0.56, 0) leave the arm nearly
+# stretched at the grasp, and OSC then stalls at the straight-elbow limit while carrying.
+ROBOT_BASE_XY, REACH = np.array([-0.56, 0.0]), 0.73
 
 PARAPHRASES = (
     "put the {colour} cube in the bowl",
@@ -79,7 +82,8 @@ class PickPlaceLang(FrankaTaskEnv):
             cubes: list[np.ndarray] = []
             for _ in range(200):
                 xy = rng.uniform(lo, hi)
-                if np.linalg.norm(xy - bowl) > BOWL_GAP and all(np.linalg.norm(xy - c) > CUBE_GAP for c in cubes):
+                if (np.linalg.norm(xy - ROBOT_BASE_XY) < REACH and np.linalg.norm(xy - bowl) > BOWL_GAP
+                        and all(np.linalg.norm(xy - c) > CUBE_GAP for c in cubes)):
                     cubes.append(xy)
                     if len(cubes) == 3:
                         break
