@@ -98,7 +98,8 @@ class FrankaTaskEnv(gym.Env):
         raise NotImplementedError
 
     def on_model_loaded(self) -> None:
-        """Look up body / geom ids once the MuJoCo model exists."""
+        """Look up body / geom ids. Runs when the model exists and again on every reset
+        (robosuite re-runs its reference setup), so keep it to cheap lookups."""
 
     def place_objects(self, rng: np.random.Generator) -> None:
         """Put the task's objects at random initial poses (called inside the scene's reset)."""
@@ -210,8 +211,16 @@ class FrankaTaskEnv(gym.Env):
     def set_free_body(self, joint_name: str, pos, quat_wxyz=(1, 0, 0, 0)) -> None:
         self.scene.sim.data.set_joint_qpos(joint_name, np.concatenate([pos, quat_wxyz]))
 
-    def geoms_of(self, body_name: str) -> list[int]:
-        return _geoms_of(self.model, body_name)
+    def geoms_of(self, body_name: str, collision_only: bool = False) -> list[int]:
+        """Geom ids in the subtree under `body_name`; `collision_only` drops visual-only ones."""
+        geoms = _geoms_of(self.model, body_name)
+        if collision_only:
+            geoms = [g for g in geoms if self.model.geom_contype[g] or self.model.geom_conaffinity[g]]
+        return geoms
+
+    @property
+    def gripper_geoms(self) -> list[int]:
+        return list(self._gripper_geoms)
 
     def body_id(self, body_name: str) -> int:
         body = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, body_name)

@@ -13,7 +13,6 @@ episode; pushing one at a time leaves one far behind the other), plus the generi
 
 from __future__ import annotations
 
-import mujoco
 import numpy as np
 from robosuite.models.objects import BoxObject
 
@@ -47,8 +46,8 @@ class CubeGroup(FrankaTaskEnv):
         return [self.cube_a, self.cube_b, self.line]
 
     def on_model_loaded(self):
-        body = lambda obj: mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, obj.root_body)
-        self._a_body, self._b_body, self._line_body = body(self.cube_a), body(self.cube_b), body(self.line)
+        self._a_body, self._b_body, self._line_body = (
+            self.body_id(obj.root_body) for obj in (self.cube_a, self.cube_b, self.line))
 
     def place_objects(self, rng):
         centre_y, gap = rng.uniform(-0.05, 0.05), rng.uniform(0.01, 0.035)

@@ -76,8 +76,8 @@ class MugGrasp(FrankaTaskEnv):
 
     def on_model_loaded(self):
         m = self.model
-        self._mug_body = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, self.mug.root_body)
-        solid = [g for g in self.geoms_of(self.mug.root_body) if m.geom_contype[g] or m.geom_conaffinity[g]]
+        self._mug_body = self.body_id(self.mug.root_body)
+        solid = self.geoms_of(self.mug.root_body, collision_only=True)
         names = {g: mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, g) or "" for g in solid}
         self._handle_geoms = [g for g in solid if "handle" in names[g]]
         self._wall_geoms = [g for g in solid if "wall" in names[g]]
@@ -117,8 +117,8 @@ class MugGrasp(FrankaTaskEnv):
             "eef_pos": self.eef_pos(),
             "mug_pos": self.mug_pos(),
             "mug_tilt": self.mug_tilt(),
-            "handle_contact": float(self.touching(self._gripper_geoms, self._handle_geoms)),
-            "rim_contact": float(self.touching(self._gripper_geoms, self._wall_geoms)),
+            "handle_contact": float(self.touching(self.gripper_geoms, self._handle_geoms)),
+            "rim_contact": float(self.touching(self.gripper_geoms, self._wall_geoms)),
             "lifted": self.lifted(),
         }
 

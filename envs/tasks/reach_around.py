@@ -39,10 +39,9 @@ class ReachAround(FrankaTaskEnv):
         return [self.vase, self.goal]
 
     def on_model_loaded(self):
-        m = self.model
         self._vase_body = self.body_id(self.vase.root_body)
         self._goal_body = self.body_id(self.goal.root_body)
-        self._vase_geoms = [g for g in self.geoms_of(self.vase.root_body) if m.geom_contype[g] or m.geom_conaffinity[g]]
+        self._vase_geoms = self.geoms_of(self.vase.root_body, collision_only=True)
 
     def place_objects(self, rng):
         goal = np.array([0.17 + rng.uniform(-0.03, 0.03), rng.uniform(-0.05, 0.05), self.table_top_z + 0.07])
