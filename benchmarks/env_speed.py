@@ -10,10 +10,10 @@ robosuite's 25 controller substeps per 20 Hz step dominate the cost.
 import argparse
 import time
 
-import mujoco
-import numpy as np
+import robalign.envs as envs  # first: it selects MuJoCo's EGL backend before mujoco loads
 
-import robalign.envs as envs
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 def steps_per_second(step, reset, steps: int) -> float:

@@ -14,7 +14,6 @@ or the carried cube touches another cube).
 
 from __future__ import annotations
 
-import mujoco
 import numpy as np
 from robosuite.models.objects import BoxObject, CompositeObject
 
@@ -70,10 +69,9 @@ class PickPlaceLang(FrankaTaskEnv):
         return [*self.cubes, self.bowl]
 
     def on_model_loaded(self):
-        m = self.model
-        self._cube_bodies = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, c.root_body) for c in self.cubes]
-        self._cube_geoms = [self.geoms_of(c.root_body) for c in self.cubes]
-        self._bowl_body = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, self.bowl.root_body)
+        self._cube_bodies = [self.body_id(c.root_body) for c in self.cubes]
+        self._cube_geoms = [self.geoms_of(c.root_body, collision_only=True) for c in self.cubes]
+        self._bowl_body = self.body_id(self.bowl.root_body)
 
     def place_objects(self, rng):
         lo, hi = np.array([-0.15, -0.15]), np.array([0.2, 0.15])
@@ -119,7 +117,7 @@ class PickPlaceLang(FrankaTaskEnv):
         )
 
     def privileged(self):
-        mover = self._gripper_geoms + self._cube_geoms[self.target]
+        mover = self.gripper_geoms + self._cube_geoms[self.target]
         other = [g for i in self.others() for g in self._cube_geoms[i]]
         return {
             "eef_pos": self.eef_pos(),
@@ -130,7 +128,7 @@ class PickPlaceLang(FrankaTaskEnv):
         }
 
     def is_success(self):
-        return self.target_in_bowl() and not self.touching(self._gripper_geoms, self._cube_geoms[self.target])
+        return self.target_in_bowl() and not self.touching(self.gripper_geoms, self._cube_geoms[self.target])
 
     # ---- scripted expert -----------------------------------------------------------------
     def grasp_yaw(self, i: int) -> float:
