@@ -38,11 +38,16 @@ def compose(verb: str, overrides: list[str]) -> DictConfig:
                                 f"valid settings: {', '.join(_settings(verb))}")
     try:
         with initialize_config_module("robalign.configs", version_base="1.3"):
-            cfg = hydra_compose(config_name=verb, overrides=overrides)
+            cfg = hydra_compose(config_name=config_name(verb), overrides=overrides)
     except (HydraException, OmegaConfBaseException) as err:
         raise RobalignError(_explain_hydra_error(verb, err)) from None
     OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+def config_name(verb: str) -> str:
+    """`prefs serve` -> configs/prefs_serve.yaml"""
+    return verb.replace(" ", "_")
 
 
 def _explain_hydra_error(verb: str, err: Exception) -> str:
@@ -63,7 +68,7 @@ def _settings(verb: str) -> list[str]:
     from hydra import compose as hydra_compose, initialize_config_module
 
     with initialize_config_module("robalign.configs", version_base="1.3"):
-        cfg = OmegaConf.to_container(hydra_compose(config_name=verb))
+        cfg = OmegaConf.to_container(hydra_compose(config_name=config_name(verb)))
 
     def walk(node, prefix=""):
         for key, value in node.items():
@@ -123,7 +128,136 @@ def run_envs(cfg: DictConfig) -> None:
         print(f"{name}\n  modes: {', '.join(cls.modes)}\n  objectives: {', '.join(envs.objectives_for(name))}")
 
 
-VERBS: dict[str, Callable[[DictConfig], object]] = {"demos": run_demos, "envs": run_envs}
+def _open_store(cfg: DictConfig, create: bool = True):
+    from robalign.preferences import PreferenceStore
+
+    if not cfg.store:
+        raise RobalignError("store=PATH is required: the preference store directory")
+    return PreferenceStore(cfg.store, url=cfg.store_url, create=create)
+
+
+def run_rollouts(cfg: DictConfig) -> list[str]:
+    """Roll a policy out and register the episodes in a preference store."""
+    from robalign.preferences.rollouts import record_rollouts
+
+    store = _open_store(cfg)
+    try:
+        ids = record_rollouts(store, cfg.env.name, cfg.n, policy=cfg.policy, noise=cfg.noise, seed=cfg.seed,
+                              video=cfg.video, distractors=cfg.env.distractors, image_size=cfg.env.image_size,
+                              progress=cfg.progress)
+    finally:
+        store.close()
+    print(f"registered {len(ids)} {cfg.env.name} rollouts in {cfg.store}")
+    return ids
+
+
+def run_prefs_serve(cfg: DictConfig) -> None:
+    """Serve the annotation web page and JSON API over a preference store."""
+    from robalign.preferences.server import serve
+
+    store = _open_store(cfg, create=False)
+    if cfg.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {cfg.host}: anyone who can reach this address and has a token can answer",
+              file=sys.stderr)
+    print(f"annotation page: http://{cfg.host}:{cfg.port}/?token=TOKEN  (tokens: robalign prefs annotator)", flush=True)
+    try:
+        serve(store, host=cfg.host, port=cfg.port, answers_per_query=cfg.answers_per_query)
+    finally:
+        store.close()
+
+
+def run_prefs_annotator(cfg: DictConfig) -> str:
+    """Register an annotator and print their token and page URL."""
+    if not cfg.name:
+        raise RobalignError("name=NAME is required: the annotator's name")
+    store = _open_store(cfg, create=False)
+    try:
+        annotator_id, token = store.add_annotator(cfg.name, kind=cfg.kind)
+    finally:
+        store.close()
+    print(f"annotator {cfg.name} ({annotator_id})\ntoken: {token}\npage: http://127.0.0.1:8000/?token={token}")
+    return token
+
+
+def run_prefs_queries(cfg: DictConfig) -> list[str]:
+    """Choose the next queries (random or active) and add them to a preference store."""
+    from robalign.preferences.selection import select_queries
+
+    store = _open_store(cfg, create=False)
+    try:
+        groups = select_queries(store, cfg.n, strategy=cfg.strategy, kind=cfg.kind, seed=cfg.seed, env=cfg.env)
+        ids = store.add_queries(groups, strategy=cfg.strategy)
+    finally:
+        store.close()
+    print(f"added {len(ids)} {cfg.kind} queries ({cfg.strategy}) to {cfg.store}")
+    return ids
+
+
+def run_prefs_simulate(cfg: DictConfig) -> dict:
+    """A simulated person answers queries through the annotation server's API."""
+    import math
+
+    from robalign.annotators import SimulatedAnnotator
+    from robalign.preferences.client import PreferenceClient
+    from robalign.preferences.simulate import running_server, simulate_annotator
+
+    if not cfg.objective:
+        raise RobalignError("objective=NAME is required; `robalign envs` lists each env's objectives")
+    if cfg.n is not None and (not isinstance(cfg.n, int) or cfg.n <= 0):
+        raise RobalignError(f"n must be an int > 0 or null; got {cfg.n!r}")
+    person = SimulatedAnnotator(cfg.objective, rationality=float(cfg.rationality), tie_margin=cfg.tie_margin,
+                                seed=cfg.seed)
+    rationality = "inf" if math.isinf(person.rationality) else f"{person.rationality:g}"
+    if cfg.url:
+        if not cfg.token:
+            raise RobalignError("token=TOKEN is required with url=: the simulated annotator's token on that server")
+        with PreferenceClient(cfg.url, cfg.token) as client:
+            counts = simulate_annotator(client, person, cfg.n, progress=cfg.progress)
+    else:
+        store = _open_store(cfg, create=False)
+        try:
+            name = cfg.name or f"sim-{cfg.objective}-b{rationality}-s{cfg.seed}"
+            _, token = store.simulated_annotator(name)
+            with running_server(store, cfg.answers_per_query) as url, PreferenceClient(url, token) as client:
+                counts = simulate_annotator(client, person, cfg.n, progress=cfg.progress)
+        finally:
+            store.close()
+    print(f"answered {sum(counts.values())} queries: {counts}")
+    return counts
+
+
+def run_prefs_export(cfg: DictConfig) -> Path:
+    """Export a preference store as parquet tables plus its blobs."""
+    if not cfg.output_dir:
+        raise RobalignError("output_dir=PATH is required: a new directory for the export")
+    store = _open_store(cfg, create=False)
+    try:
+        out = store.export_parquet(cfg.output_dir)
+    finally:
+        store.close()
+    print(f"exported {cfg.store} to {out}")
+    return out
+
+
+def run_prefs_import(cfg: DictConfig) -> dict:
+    """Merge an export into a preference store."""
+    if not cfg.input:
+        raise RobalignError("input=PATH is required: a directory written by `robalign prefs export`")
+    store = _open_store(cfg)
+    try:
+        added = store.import_parquet(cfg.input)
+    finally:
+        store.close()
+    print(f"imported into {cfg.store}: {added}")
+    return added
+
+
+VERBS: dict[str, Callable[[DictConfig], object]] = {
+    "demos": run_demos, "envs": run_envs, "rollouts": run_rollouts,
+    "prefs serve": run_prefs_serve, "prefs annotator": run_prefs_annotator, "prefs queries": run_prefs_queries,
+    "prefs simulate": run_prefs_simulate, "prefs export": run_prefs_export, "prefs import": run_prefs_import,
+}
+GROUPS = {verb.split()[0] for verb in VERBS if " " in verb}  # two-word verbs: `robalign prefs serve`
 
 
 def _save_config(cfg: DictConfig, directory: Path) -> None:
@@ -132,11 +266,13 @@ def _save_config(cfg: DictConfig, directory: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = USAGE.format(verbs="\n".join(f"  {v:<10} {f.__doc__.splitlines()[0]}" for v, f in VERBS.items()))
+    usage = USAGE.format(verbs="\n".join(f"  {v:<16} {f.__doc__.splitlines()[0]}" for v, f in VERBS.items()))
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage)
         return 0
     verb, overrides = argv[0], argv[1:]
+    if verb in GROUPS and overrides and not overrides[0].startswith("-") and "=" not in overrides[0]:
+        verb, overrides = f"{verb} {overrides[0]}", overrides[1:]
     if verb not in VERBS:
         print(f"error: unknown verb {verb!r}; valid choices: {', '.join(VERBS)}\n\n{usage}", file=sys.stderr)
         return 2

@@ -235,6 +235,25 @@ class PreferenceStore:
                 raise RobalignError(f"an annotator named {name!r} already exists; choose another name") from None
         return row.id, token
 
+    def simulated_annotator(self, name: str) -> tuple[str, str]:
+        """(id, fresh token) of the simulated annotator `name`, created if absent.
+
+        Simulated people run from the same machine as the store, so their token may be
+        replaced on each run; a person's token is never reissued this way.
+        """
+        token = secrets.token_urlsafe(24)
+        with self._session() as s, s.begin():
+            row = s.scalars(select(AnnotatorRow).where(AnnotatorRow.name == name)).first()
+            if row is None:
+                row = AnnotatorRow(id=uuid.uuid4().hex, name=name, kind="simulated", token_sha=hash_token(token),
+                                   created_at=time.time())
+                s.add(row)
+            elif row.kind != "simulated":
+                raise RobalignError(f"annotator {name!r} is a person, not a simulated annotator; choose another name")
+            else:
+                row.token_sha = hash_token(token)
+        return row.id, token
+
     def annotator_for_token(self, token: str) -> dict | None:
         """The annotator this token belongs to, or None."""
         if not isinstance(token, str) or not token:

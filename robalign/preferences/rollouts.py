@@ -1,0 +1,78 @@
+"""Roll a policy out and register every episode in a preference store.
+
+Each episode goes through `robalign.rollout.record_episode`, the same recorder demos and
+evaluation use, so what people compare is exactly what metrics and rewards see.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from robalign.errors import RobalignError, UnknownNameError
+from robalign.preferences.store import PreferenceStore
+from robalign.types import Trajectory
+
+
+def expert_actor(env, policy: str) -> tuple[list[str], Callable]:
+    """Modes to cycle through and a factory `(mode, seed) -> act(obs)` for `expert[:MODE]`."""
+    from robalign.envs import ScriptedExpert
+
+    _, _, mode = policy.partition(":")
+    modes = list(env.modes)
+    if mode:
+        if mode not in modes:
+            raise UnknownNameError(f"mode of {env.name}", mode, modes)
+        modes = [mode]
+    return modes, lambda mode, seed: ScriptedExpert(env, mode, np.random.default_rng([seed, 1]))
+
+
+def record_rollouts(store: PreferenceStore, env_name: str, n: int, policy: str = "expert", noise: float = 0.0,
+                    seed: int = 0, video: bool = True, distractors: bool = False, image_size: int = 96,
+                    progress: bool = True) -> list[str]:
+    """Record `n` episodes of `policy` in `env_name`, register them, return their ids.
+
+    `policy`: "expert" (modes take turns) or "expert:MODE". `noise`: std of Gaussian noise
+    added to every action, clipped to the action box, for more varied behaviour.
+    """
+    import robalign.envs as envs
+    from robalign.rollout import record_episode
+
+    if not isinstance(n, int) or n <= 0:
+        raise RobalignError(f"n must be an int > 0; got {n!r}")
+    if not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
+        raise RobalignError(f"noise must be a number in [0, 1] (action std); got {noise!r}")
+    if not isinstance(policy, str) or not (policy == "expert" or policy.startswith("expert:")):
+        # Checkpoint policies (issue #2) plug in here through robalign.policies.from_pretrained.
+        raise RobalignError(f"policy must be `expert` or `expert:MODE`; got {policy!r}")
+    env = envs.make(env_name, distractors=distractors, camera=False, image_size=image_size,
+                    render_mode="rgb_array" if video else None)
+    ids: list[str] = []
+    try:
+        modes, make_expert = expert_actor(env, policy)
+        for i in tqdm(range(n), desc=f"rollouts {env_name}", unit="episode", disable=not progress):
+            episode_seed, mode = seed + i, modes[i % len(modes)]
+            noise_rng = np.random.default_rng([episode_seed, 2])
+            holder: dict = {}
+
+            def act(obs, holder=holder, noise_rng=noise_rng):
+                action = holder["expert"].act()
+                if noise > 0:
+                    action = np.clip(action + noise_rng.normal(0, noise, action.shape), -1, 1)
+                return action
+
+            def plan(holder=holder, mode=mode, episode_seed=episode_seed):
+                holder["expert"] = make_expert(mode, episode_seed)
+
+            frames: list | None = [] if video else None
+            traj = record_episode(env, act, episode_seed, mode=mode, on_reset=plan, video=frames,
+                                  provenance={"actor": f"expert:{mode}", "noise": float(noise)})
+            if frames:
+                # render() runs before each action and once after the last: drop the final frame
+                traj = Trajectory(**{**traj.__dict__, "frames": np.stack(frames[: len(traj)])})
+            ids.append(store.add_trajectory(traj))
+    finally:
+        env.close()
+    return ids
