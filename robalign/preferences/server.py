@@ -65,6 +65,14 @@ def create_app(store: PreferenceStore, answers_per_query: int = 1, max_body_byte
         if any(e.get("type") == "json_invalid" for e in errors):
             return JSONResponse({"error": "malformed JSON body: " + errors[0].get("ctx", {}).get("error", "cannot parse")},
                                 status_code=400)
+        raw = errors[0].get("input") if len(errors) == 1 and tuple(errors[0].get("loc", ())) == ("body",) else None
+        if isinstance(raw, (bytes, str)):  # a body sent without Content-Type: application/json
+            try:
+                json.loads(raw)
+            except ValueError as bad:
+                return JSONResponse({"error": f"malformed JSON body: {bad}"}, status_code=400)
+            return JSONResponse({"error": "send the body as JSON with `Content-Type: application/json`"},
+                                status_code=415)
         parts = []
         for e in errors:
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
