@@ -11,7 +11,9 @@ if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
   exit 0
 fi
 
-APT_PACKAGES=(ffmpeg libegl1 libgl1-mesa-dri libosmesa6 chromium)  # FFmpeg for video; Mesa EGL/OSMesa for MuJoCo; Chromium for the annotation page's browser test
+# FFmpeg for video; Mesa EGL/OSMesa for MuJoCo; Chromium and PostgreSQL for the preference
+# page's browser test and the store's PostgreSQL test
+APT_PACKAGES=(ffmpeg libegl1 libgl1-mesa-dri libosmesa6 chromium postgresql)
 if ! dpkg -s "${APT_PACKAGES[@]}" >/dev/null 2>&1; then
   echo "setup: installing ${APT_PACKAGES[*]}" >&2
   SUDO=""; [[ "$(id -u)" -ne 0 ]] && SUDO="sudo"
