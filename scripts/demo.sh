@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job until the full loop exists: record scripted-expert demonstrations of every
-# task (LeRobotDataset) with an mp4 preview per mode, under runs/demos-<time>/<task>/.
+# task (LeRobotDataset) with an mp4 preview per mode, under runs/demos-<time>/<task>/,
+# then the preference stage: reach-around rollouts into a preference store, queries, and a
+# simulated person answering them through the annotation server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -11,3 +13,13 @@ for task in reach-around mug-grasp cube-group pick-place-lang; do
     output_dir="$OUT/$task" "$@"
 done
 echo "videos:"; ls "$OUT"/*/videos/*.mp4
+
+R=.venv/bin/robalign
+STORE="$OUT/prefs"
+$R rollouts env=reach-around n="${N:-6}" noise=0.1 store="$STORE"
+$R prefs queries store="$STORE" n=6 strategy=random
+$R prefs simulate store="$STORE" objective=clearance rationality=200
+$R prefs queries store="$STORE" n=4 strategy=disagreement
+echo "preference store: $STORE"
+echo "compare rollouts yourself: $R prefs annotator store=$STORE name=YOU  (prints a token), then"
+echo "  $R prefs serve store=$STORE  and open http://127.0.0.1:8000/?token=TOKEN"

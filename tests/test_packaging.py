@@ -15,7 +15,8 @@ import robalign
 venv = pathlib.Path(sys.prefix)
 assert pathlib.Path(robalign.__file__).is_relative_to(venv), robalign.__file__
 for name in ["robalign.envs", "robalign.envs.tasks", "robalign.policies", "robalign.hardware", "robalign.configs",
-             "robalign.data", "robalign.cli", "robalign.annotators"]:
+             "robalign.data", "robalign.cli", "robalign.annotators", "robalign.preferences",
+             "robalign.preferences.server"]:
     mod = importlib.import_module(name)
     assert pathlib.Path(mod.__file__).is_relative_to(venv), (name, mod.__file__)
 try:
@@ -27,6 +28,10 @@ else:
 from robalign.cli import compose
 cfg = compose("demos", ["env=cube-group"])
 assert cfg.env.name == "cube-group", cfg
+assert compose("prefs serve", ["port=9001"]).port == 9001
+from importlib import resources
+for static in ("index.html", "app.js", "app.css"):  # the annotation page ships in the wheel
+    assert resources.files("robalign.preferences").joinpath("static", static).is_file(), static
 import robalign.envs
 print(",".join(robalign.envs.available()))
 """
