@@ -76,17 +76,17 @@ def make_store(tmp_path, n, rng, env="toy"):
 
 def test_disagreement_asks_about_close_calls(tmp_path):
     rng = np.random.default_rng(2)
-    store, trajs = make_store(tmp_path, 30, rng)
+    store, trajs = make_store(tmp_path, 40, rng)
     annotator, _ = store.add_annotator("sim", kind="simulated")
-    for a, b in select_queries(store, 15, "random", seed=0):  # a few answers to fit on
-        [qid] = store.add_queries([(a, b)], strategy="random")
+    groups = select_queries(store, 60, "random", seed=0)  # answers to fit on
+    for qid, (a, b) in zip(store.add_queries(groups), groups):
         store.record_answer(qid, annotator, "A" if true_reward(trajs[a]) > true_reward(trajs[b]) else "B")
 
     def gap(groups):  # how far apart in true reward the chosen pairs are
         return np.mean([abs(true_reward(trajs[a]) - true_reward(trajs[b])) for a, b in groups])
 
     unsure = select_queries(store, 10, "disagreement", seed=1)
-    assert gap(unsure) < 0.6 * np.mean([gap(select_queries(store, 10, "random", seed=s)) for s in range(5)])
+    assert gap(unsure) < 0.7 * np.mean([gap(select_queries(store, 10, "random", seed=s)) for s in range(5)])
     # and more than by chance: the model is less sure about them than about random pairs
     feats = store_features(store, list(trajs))
     model = BradleyTerryEnsemble(seed=0).fit(feats, store.comparisons())

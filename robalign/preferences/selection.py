@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -155,7 +155,6 @@ class BradleyTerryEnsemble:
 
 # ---- strategies --------------------------------------------------------------------------
 # A strategy picks n of the candidate groups: fn(store, ids, candidates, n, rng) -> groups.
-Strategy = Callable[..., list[tuple[str, ...]]]
 
 
 @STRATEGIES.register("random")

@@ -168,7 +168,11 @@ class PreferenceStore:
 
     # ---- queries ---------------------------------------------------------------------------
     def add_queries(self, groups: Iterable[Sequence[str]], strategy: str = "manual", batch: int | None = None) -> list[str]:
-        """Add pair or triplet queries (each a sequence of 2 or 3 trajectory ids); all or none."""
+        """Add pair or triplet queries (each a sequence of 2 or 3 trajectory ids); all or none.
+
+        Asking a group again is allowed here on purpose (repeats measure how consistent a
+        person is); `select_queries` never proposes a group that was already asked.
+        """
         groups = [tuple(g) for g in groups]
         known = set(self.trajectory_ids())
         for g in groups:
@@ -314,7 +318,7 @@ class PreferenceStore:
             return [_answer(r) for r in s.scalars(q)]
 
     def progress(self, annotator_id: str, answers_per_query: int = 1) -> dict:
-        """How far an annotator is: answered, still open to them, total queries."""
+        """How far an annotator is: answered (skips included), still open to them, total queries."""
         with self._session() as s:
             total = s.scalar(select(func.count()).select_from(QueryRow))
             mine = s.scalar(select(func.count()).where(AnswerRow.annotator_id == annotator_id))
@@ -326,7 +330,7 @@ class PreferenceStore:
         return {"answered": int(mine), "remaining": int(open_), "total": int(total)}
 
     def comparisons(self) -> list[tuple[str, str, float]]:
-        """Every answer as pairwise labels (winner-ish first): (traj_i, traj_j, P(i preferred)).
+        """Every answer as pairwise labels: (traj_i, traj_j, P(i preferred over j)).
 
         A pair answer "A" gives (a, b, 1.0), "B" gives (a, b, 0.0), "tie" (a, b, 0.5); a
         triplet ranking [i, j, k] gives its three implied pairs. Skips give nothing.
@@ -438,12 +442,13 @@ def _check_answer(query: dict, choice: str, ranking, response_ms) -> tuple[int, 
         raise RobalignError(f"choice {str(choice)[:20]!r} is not allowed for a {query['kind']} query; "
                             f"allowed: {', '.join(allowed)}")
     if choice == "rank":
-        if ranking is None or sorted(ranking) != [0, 1, 2] or not all(isinstance(i, int) for i in ranking):
+        if (not isinstance(ranking, (list, tuple)) or not all(type(i) is int for i in ranking)
+                or sorted(ranking) != [0, 1, 2]):
             raise RobalignError(f"a triplet ranking must order 0, 1 and 2 (best first), e.g. [2, 0, 1]; got {ranking!r}")
         ranking = tuple(int(i) for i in ranking)
     elif ranking is not None:
         raise RobalignError(f"only choice 'rank' takes a ranking; got choice {choice!r} with ranking {ranking!r}")
-    if response_ms is not None and (not isinstance(response_ms, (int, float)) or not 0 <= response_ms < 1e8):
+    if response_ms is not None and (type(response_ms) not in (int, float) or not 0 <= response_ms < 1e8):
         raise RobalignError(f"response_ms must be a number of milliseconds in [0, 1e8); got {response_ms!r}")
     return ranking
 
