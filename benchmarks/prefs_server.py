@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from conftest import synthetic_trajectory  # noqa: E402
+from conftest import serve_in_subprocess, synthetic_trajectory  # noqa: E402
 
 from robalign.preferences import PreferenceStore  # noqa: E402
 from robalign.preferences.simulate import free_port  # noqa: E402
@@ -67,15 +66,8 @@ def main() -> None:
         tokens = [store.add_annotator(f"bench-{c}")[1] for c in range(args.clients)]
         store.close()
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "robalign", "prefs", "serve", f"store={tmp}/store",
-                                   f"port={port}"], stdout=subprocess.DEVNULL)
+        server = serve_in_subprocess(f"{tmp}/store", port)
         try:
-            for _ in range(600):
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/api/health")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.05)
             print(f"{args.clients} clients x {args.answers} answers, loopback, {os.cpu_count()} cores shared by "
                   f"clients and server")
             print(f"{'round':<22} {'answers/s':>10} {'p50 ms':>8} {'p99 ms':>8}  statuses")

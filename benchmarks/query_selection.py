@@ -19,7 +19,6 @@ shared CPU VM, no GPU (MuJoCo physics with the camera off; the reward model is n
 """
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -32,12 +31,12 @@ from robalign.envs import ScriptedExpert, get_objective
 from robalign.preferences.client import PreferenceClient
 from robalign.preferences.selection import BradleyTerryEnsemble, select_queries, store_features, trajectory_features
 from robalign.preferences.simulate import running_server, simulate_annotator
-from robalign.preferences.store import PreferenceStore
+from robalign.preferences.store import PreferenceStore, pack_arrays, unpack_arrays
 from robalign.rollout import record_episode
 from robalign.types import Trajectory
 
 ENV, OBJECTIVE = "reach-around", "clearance"
-CACHE = Path(__file__).parent / ".cache" / "query-selection-v1"
+CACHE = Path(__file__).parent / ".cache" / "query-selection-v2"
 STRATEGIES = ("random", "disagreement")
 
 
@@ -64,30 +63,13 @@ def noisy_expert_episode(env, seed: int) -> Trajectory:
 
 
 def save_trajectory(path: Path, t: Trajectory) -> None:
-    from safetensors.numpy import save_file
-
-    tensors = {"state": t.state, "action": t.action, "env_state": t.env_state,
-               **{f"info.{k}": v for k, v in t.info.items()}}
-    meta = {"instruction": t.instruction, "success": bool(t.success), "mode": t.mode, "provenance": t.provenance}
     tmp = path.with_suffix(".tmp")
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata={"meta": json.dumps(meta)})
+    tmp.write_bytes(pack_arrays(t))  # the preference store's own format
     tmp.rename(path)  # a killed run leaves no half-written episode behind
-
-
-def load_trajectory(path: Path) -> Trajectory:
-    from safetensors import safe_open
-
-    with safe_open(path, "numpy") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        meta = json.loads(f.metadata()["meta"])
-    info = {k[5:]: v for k, v in tensors.items() if k.startswith("info.")}
-    return Trajectory(state=tensors["state"], action=tensors["action"], env_state=tensors["env_state"],
-                      info=info, **meta)
 
 
 def build_pool(size: int) -> list[Trajectory]:
     CACHE.mkdir(parents=True, exist_ok=True)
-    (CACHE.parent / ".gitignore").write_text("*\n")  # a cache, never to be committed
     missing = [s for s in range(size) if not (CACHE / f"{s:05d}.safetensors").exists()]
     if missing:
         env = envs.make(ENV, camera=False)
@@ -97,7 +79,7 @@ def build_pool(size: int) -> list[Trajectory]:
             print(f"\rsimulating the pool: {k + 1}/{len(missing)} episodes", end="", flush=True)
         env.close()
         print(f" ({(time.perf_counter() - start) / len(missing):.1f} s/episode)")
-    return [load_trajectory(CACHE / f"{s:05d}.safetensors") for s in range(size)]
+    return [unpack_arrays((CACHE / f"{s:05d}.safetensors").read_bytes()) for s in range(size)]
 
 
 # ---- one run -------------------------------------------------------------------------------

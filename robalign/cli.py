@@ -140,13 +140,10 @@ def run_rollouts(cfg: DictConfig) -> list[str]:
     """Roll a policy out and register the episodes in a preference store."""
     from robalign.preferences.rollouts import record_rollouts
 
-    store = _open_store(cfg)
-    try:
+    with _open_store(cfg) as store:
         ids = record_rollouts(store, cfg.env.name, cfg.n, policy=cfg.policy, noise=cfg.noise, seed=cfg.seed,
                               video=cfg.video, distractors=cfg.env.distractors, image_size=cfg.env.image_size,
                               progress=cfg.progress)
-    finally:
-        store.close()
     print(f"registered {len(ids)} {cfg.env.name} rollouts in {cfg.store}")
     return ids
 
@@ -155,26 +152,21 @@ def run_prefs_serve(cfg: DictConfig) -> None:
     """Serve the annotation web page and JSON API over a preference store."""
     from robalign.preferences.server import serve
 
-    store = _open_store(cfg, create=False)
-    if cfg.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: serving on {cfg.host}: anyone who can reach this address and has a token can answer",
-              file=sys.stderr)
-    print(f"annotation page: http://{cfg.host}:{cfg.port}/?token=TOKEN  (tokens: robalign prefs annotator)", flush=True)
-    try:
+    with _open_store(cfg, create=False) as store:
+        if cfg.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"warning: serving on {cfg.host}: anyone who can reach this address and has a token can answer",
+                  file=sys.stderr)
+        print(f"annotation page: http://{cfg.host}:{cfg.port}/?token=TOKEN  (tokens: robalign prefs annotator)",
+              flush=True)
         serve(store, host=cfg.host, port=cfg.port, answers_per_query=cfg.answers_per_query)
-    finally:
-        store.close()
 
 
 def run_prefs_annotator(cfg: DictConfig) -> str:
     """Register an annotator and print their token and page URL."""
     if not cfg.name:
         raise RobalignError("name=NAME is required: the annotator's name")
-    store = _open_store(cfg, create=False)
-    try:
+    with _open_store(cfg, create=False) as store:
         annotator_id, token = store.add_annotator(cfg.name, kind=cfg.kind)
-    finally:
-        store.close()
     print(f"annotator {cfg.name} ({annotator_id})\ntoken: {token}\npage: http://127.0.0.1:8000/?token={token}")
     return token
 
@@ -183,12 +175,9 @@ def run_prefs_queries(cfg: DictConfig) -> list[str]:
     """Choose the next queries (random or active) and add them to a preference store."""
     from robalign.preferences.selection import select_queries
 
-    store = _open_store(cfg, create=False)
-    try:
+    with _open_store(cfg, create=False) as store:
         groups = select_queries(store, cfg.n, strategy=cfg.strategy, kind=cfg.kind, seed=cfg.seed, env=cfg.env)
         ids = store.add_queries(groups, strategy=cfg.strategy)
-    finally:
-        store.close()
     print(f"added {len(ids)} {cfg.kind} queries ({cfg.strategy}) to {cfg.store}")
     return ids
 
@@ -214,14 +203,11 @@ def run_prefs_simulate(cfg: DictConfig) -> dict:
         with PreferenceClient(cfg.url, cfg.token) as client:
             counts = simulate_annotator(client, person, cfg.n, progress=cfg.progress)
     else:
-        store = _open_store(cfg, create=False)
-        try:
+        with _open_store(cfg, create=False) as store:
             name = cfg.name or f"sim-{cfg.objective}-b{rationality}-s{cfg.seed}"
             _, token = store.simulated_annotator(name)
             with running_server(store, cfg.answers_per_query) as url, PreferenceClient(url, token) as client:
                 counts = simulate_annotator(client, person, cfg.n, progress=cfg.progress)
-        finally:
-            store.close()
     print(f"answered {sum(counts.values())} queries: {counts}")
     return counts
 
@@ -230,11 +216,8 @@ def run_prefs_export(cfg: DictConfig) -> Path:
     """Export a preference store as parquet tables plus its blobs."""
     if not cfg.output_dir:
         raise RobalignError("output_dir=PATH is required: a new directory for the export")
-    store = _open_store(cfg, create=False)
-    try:
+    with _open_store(cfg, create=False) as store:
         out = store.export_parquet(cfg.output_dir)
-    finally:
-        store.close()
     print(f"exported {cfg.store} to {out}")
     return out
 
@@ -243,11 +226,8 @@ def run_prefs_import(cfg: DictConfig) -> dict:
     """Merge an export into a preference store."""
     if not cfg.input:
         raise RobalignError("input=PATH is required: a directory written by `robalign prefs export`")
-    store = _open_store(cfg)
-    try:
+    with _open_store(cfg) as store:
         added = store.import_parquet(cfg.input)
-    finally:
-        store.close()
     print(f"imported into {cfg.store}: {added}")
     return added
 

@@ -63,16 +63,25 @@ def record_episode(
     )
 
 
-def expert_episode(env, mode: str, seed: int, video: list | None = None) -> Trajectory:
-    """One demonstration by the task's scripted expert in `mode`."""
+def expert_episode(env, mode: str, seed: int, video: list | None = None, noise: float = 0.0) -> Trajectory:
+    """One episode by the task's scripted expert in `mode`.
+
+    `noise` > 0 adds Gaussian noise of that std to every action (clipped to the action box,
+    drawn from its own seeded stream) for more varied behaviour to compare.
+    """
     from robalign.envs import ScriptedExpert
 
     holder: dict = {}
+    noise_rng = np.random.default_rng([seed, 2])
 
     def plan() -> None:
         holder["expert"] = ScriptedExpert(env, mode, np.random.default_rng([seed, 1]))
 
-    return record_episode(
-        env, lambda obs: holder["expert"].act(), seed, mode=mode,
-        provenance={"actor": f"expert:{mode}"}, on_reset=plan, video=video,
-    )
+    def act(obs) -> np.ndarray:
+        action = holder["expert"].act()
+        if noise > 0:
+            action = np.clip(action + noise_rng.normal(0, noise, action.shape), -1, 1)
+        return action
+
+    provenance = {"actor": f"expert:{mode}", **({"noise": float(noise)} if noise > 0 else {})}
+    return record_episode(env, act, seed, mode=mode, provenance=provenance, on_reset=plan, video=video)

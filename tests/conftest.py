@@ -38,3 +38,28 @@ def synthetic_trajectory(i: int, frames: bool = True, steps: int = 8):
 @pytest.fixture
 def make_trajectory():
     return synthetic_trajectory
+
+
+def serve_in_subprocess(store_dir, port: int):
+    """`robalign prefs serve` as its own process (so it can be SIGKILLed); returns once it answers."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "robalign", "prefs", "serve", f"store={store_dir}", f"port={port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.05)
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+    proc.kill()
+    raise RuntimeError("server did not come up in 60 s")

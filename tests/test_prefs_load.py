@@ -5,40 +5,20 @@ on connection errors with the same answer, which is safe because answers are ide
 per (annotator, query).
 """
 
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
 import pytest
 
+from conftest import serve_in_subprocess
 from robalign.preferences import PreferenceStore
 from robalign.preferences.simulate import free_port
 
 pytestmark = pytest.mark.slow
 CLIENTS, ANSWERS_EACH = 8, 200
-
-
-def start_server(store_dir, port):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "robalign", "prefs", "serve", f"store={store_dir}", f"port={port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.05)
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
-    proc.kill()
-    raise RuntimeError("server did not come up in 60 s")
 
 
 def choice_for(client: int, query: int) -> str:
@@ -54,7 +34,7 @@ def test_every_acknowledged_answer_survives_a_sigkill_exactly_once(tmp_path, mak
     store.close()
 
     port = free_port()
-    server = start_server(tmp_path / "store", port)
+    server = serve_in_subprocess(tmp_path / "store", port)
     acknowledged: list[set[int]] = [set() for _ in range(CLIENTS)]
     statuses: dict[int, int] = {}
     transport_errors = [0]
@@ -90,7 +70,7 @@ def test_every_acknowledged_answer_survives_a_sigkill_exactly_once(tmp_path, mak
         server.send_signal(signal.SIGKILL)
         server.wait()
         time.sleep(0.3)
-        server = start_server(tmp_path / "store", port)
+        server = serve_in_subprocess(tmp_path / "store", port)
         for t in threads:
             t.join(timeout=180)
         assert not any(t.is_alive() for t in threads)

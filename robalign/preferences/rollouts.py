@@ -1,12 +1,10 @@
 """Roll a policy out and register every episode in a preference store.
 
-Each episode goes through `robalign.rollout.record_episode`, the same recorder demos and
+Each episode goes through `robalign.rollout.expert_episode` (and so `record_episode`), the recorder demos and
 evaluation use, so what people compare is exactly what metrics and rewards see.
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -14,19 +12,6 @@ from tqdm import tqdm
 from robalign.errors import RobalignError, UnknownNameError
 from robalign.preferences.store import PreferenceStore
 from robalign.types import Trajectory
-
-
-def expert_actor(env, policy: str) -> tuple[list[str], Callable]:
-    """Modes to cycle through and a factory `(mode, seed) -> act(obs)` for `expert[:MODE]`."""
-    from robalign.envs import ScriptedExpert
-
-    _, _, mode = policy.partition(":")
-    modes = list(env.modes)
-    if mode:
-        if mode not in modes:
-            raise UnknownNameError(f"mode of {env.name}", mode, modes)
-        modes = [mode]
-    return modes, lambda mode, seed: ScriptedExpert(env, mode, np.random.default_rng([seed, 1]))
 
 
 def record_rollouts(store: PreferenceStore, env_name: str, n: int, policy: str = "expert", noise: float = 0.0,
@@ -38,7 +23,7 @@ def record_rollouts(store: PreferenceStore, env_name: str, n: int, policy: str =
     added to every action, clipped to the action box, for more varied behaviour.
     """
     import robalign.envs as envs
-    from robalign.rollout import record_episode
+    from robalign.rollout import expert_episode
 
     if not isinstance(n, int) or n <= 0:
         raise RobalignError(f"n must be an int > 0; got {n!r}")
@@ -51,24 +36,15 @@ def record_rollouts(store: PreferenceStore, env_name: str, n: int, policy: str =
                     render_mode="rgb_array" if video else None)
     ids: list[str] = []
     try:
-        modes, make_expert = expert_actor(env, policy)
+        modes = list(env.modes)
+        _, _, only = policy.partition(":")
+        if only:
+            if only not in modes:
+                raise UnknownNameError(f"mode of {env.name}", only, modes)
+            modes = [only]
         for i in tqdm(range(n), desc=f"rollouts {env_name}", unit="episode", disable=not progress):
-            episode_seed, mode = seed + i, modes[i % len(modes)]
-            noise_rng = np.random.default_rng([episode_seed, 2])
-            holder: dict = {}
-
-            def act(obs, holder=holder, noise_rng=noise_rng):
-                action = holder["expert"].act()
-                if noise > 0:
-                    action = np.clip(action + noise_rng.normal(0, noise, action.shape), -1, 1)
-                return action
-
-            def plan(holder=holder, mode=mode, episode_seed=episode_seed):
-                holder["expert"] = make_expert(mode, episode_seed)
-
             frames: list | None = [] if video else None
-            traj = record_episode(env, act, episode_seed, mode=mode, on_reset=plan, video=frames,
-                                  provenance={"actor": f"expert:{mode}", "noise": float(noise)})
+            traj = expert_episode(env, modes[i % len(modes)], seed + i, video=frames, noise=noise)
             if frames:
                 # render() runs before each action and once after the last: drop the final frame
                 traj = Trajectory(**{**traj.__dict__, "frames": np.stack(frames[: len(traj)])})

@@ -81,8 +81,7 @@ def create_app(store: PreferenceStore, answers_per_query: int = 1, max_body_byte
                             status_code=422)
 
     def annotator(request: Request) -> dict:
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else request.query_params.get("token")
+        token = _token(request)
         if not token:
             raise HTTPException(401, "missing token: send `Authorization: Bearer TOKEN` (or ?token=TOKEN for videos)",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -127,8 +126,7 @@ def create_app(store: PreferenceStore, answers_per_query: int = 1, max_body_byte
     def next_query(request: Request, who: dict = Depends(annotator)) -> dict:
         """The next query for this annotator (null when none is left) and their progress."""
         query = store.next_query(who["id"], answers_per_query)
-        token = request.query_params.get("token") or request.headers.get("authorization", "")[7:].strip()
-        return {"query": None if query is None else with_trajectories(query, f"?token={token}"),
+        return {"query": None if query is None else with_trajectories(query, f"?token={_token(request)}"),
                 "progress": store.progress(who["id"], answers_per_query)}
 
     @app.get("/api/progress")
@@ -190,6 +188,12 @@ def create_app(store: PreferenceStore, answers_per_query: int = 1, max_body_byte
         return FileResponse(path, media_type="video/mp4")
 
     return app
+
+
+def _token(request: Request) -> str | None:
+    """The annotator token: `Authorization: Bearer TOKEN`, else `?token=` (for <video> tags)."""
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else request.query_params.get("token")
 
 
 class BodyLimit:

@@ -125,7 +125,7 @@ class PreferenceStore:
         """Register a trajectory (idempotent) and return its id, the sha256 of its arrays."""
         if not isinstance(trajectory, Trajectory):
             raise RobalignError(f"add_trajectory needs a robalign Trajectory; got {type(trajectory).__name__}")
-        arrays = _pack_arrays(trajectory)
+        arrays = pack_arrays(trajectory)
         video = _encode_video(trajectory.frames, fps) if trajectory.frames is not None else None
         tid = self.blobs.put("arrays", arrays)
         video_sha = self.blobs.put("video", video) if video is not None else None
@@ -174,7 +174,9 @@ class PreferenceStore:
         person is); `select_queries` never proposes a group that was already asked.
         """
         groups = [tuple(g) for g in groups]
-        known = set(self.trajectory_ids())
+        with self._session() as s:  # only the ids these queries use, not the whole table
+            needed = {tid for g in groups for tid in g if isinstance(tid, str)}
+            known = set(s.scalars(select(TrajectoryRow.id).where(TrajectoryRow.id.in_(needed))))
         for g in groups:
             if len(g) not in (2, 3):
                 raise RobalignError(f"a query compares 2 (pair) or 3 (triplet) trajectories; got {len(g)}: {g}")
@@ -213,11 +215,8 @@ class PreferenceStore:
         but "skip"; whoever skipped it is not asked again.
         """
         with self._session() as s:
-            mine = select(AnswerRow.query_id).where(AnswerRow.annotator_id == annotator_id)
-            counted = (select(func.count()).where(AnswerRow.query_id == QueryRow.id, AnswerRow.choice != "skip")
-                       .correlate(QueryRow).scalar_subquery())
             row = s.scalars(
-                select(QueryRow).where(QueryRow.id.not_in(mine), counted < answers_per_query)
+                select(QueryRow).where(*_open_to(annotator_id, answers_per_query))
                 .order_by(QueryRow.batch, QueryRow.created_at).limit(1)
             ).first()
             return None if row is None else _query_dict(row)
@@ -322,11 +321,7 @@ class PreferenceStore:
         with self._session() as s:
             total = s.scalar(select(func.count()).select_from(QueryRow))
             mine = s.scalar(select(func.count()).where(AnswerRow.annotator_id == annotator_id))
-            counted = (select(func.count()).where(AnswerRow.query_id == QueryRow.id, AnswerRow.choice != "skip")
-                       .correlate(QueryRow).scalar_subquery())
-            open_ = s.scalar(select(func.count()).select_from(QueryRow).where(
-                QueryRow.id.not_in(select(AnswerRow.query_id).where(AnswerRow.annotator_id == annotator_id)),
-                counted < answers_per_query))
+            open_ = s.scalar(select(func.count()).select_from(QueryRow).where(*_open_to(annotator_id, answers_per_query)))
         return {"answered": int(mine), "remaining": int(open_), "total": int(total)}
 
     def comparisons(self) -> list[tuple[str, str, float]]:
@@ -416,6 +411,15 @@ class PreferenceStore:
 
 
 # ---- helpers ------------------------------------------------------------------------------
+def _open_to(annotator_id: str, answers_per_query: int) -> tuple:
+    """WHERE clauses of the queries still open to an annotator: not yet answered (or skipped)
+    by them, and fewer than `answers_per_query` non-skip answers from anyone."""
+    counted = (select(func.count()).where(AnswerRow.query_id == QueryRow.id, AnswerRow.choice != "skip")
+               .correlate(QueryRow).scalar_subquery())
+    return (QueryRow.id.not_in(select(AnswerRow.query_id).where(AnswerRow.annotator_id == annotator_id)),
+            counted < answers_per_query)
+
+
 def _make_engine(url: str):
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -453,7 +457,8 @@ def _check_answer(query: dict, choice: str, ranking, response_ms) -> tuple[int, 
     return ranking
 
 
-def _pack_arrays(traj: Trajectory) -> bytes:
+def pack_arrays(traj: Trajectory) -> bytes:
+    """A Trajectory without frames as safetensors bytes (deterministic: its sha256 is its id)."""
     from safetensors.numpy import save
 
     tensors = {"state": traj.state, "action": traj.action}
