@@ -32,6 +32,19 @@ class Objective:
     env: str | None = None  # the task it is defined for; None: any task
     threshold: float | None = None
     description: str = ""
+    per_step: Callable[[Trajectory], np.ndarray] | None = None  # (T,) values, higher is better
+
+    def steps(self, trajectory: Trajectory) -> np.ndarray:
+        """The objective step by step, (T,) float: what a per-step reward should track."""
+        if self.per_step is None:
+            raise RobalignError(f"objective {self.name!r} has no per-step form; "
+                                f"objectives with one: {', '.join(n for n in OBJECTIVES.names() if OBJECTIVES.get(n).per_step)}")
+        self(trajectory)  # the env check
+        values = np.asarray(self.per_step(trajectory), dtype=np.float64)
+        if values.shape != (len(trajectory),) or not np.isfinite(values).all():
+            raise RobalignError(f"objective {self.name!r}: per-step values must be {len(trajectory)} finite numbers; "
+                                f"got shape {values.shape}")
+        return values
 
     def __call__(self, trajectory: Trajectory) -> float:
         if self.env is not None and trajectory.env_name not in (None, self.env):
@@ -51,20 +64,35 @@ class Objective:
         return self(trajectory) >= self.threshold
 
 
-def objective(name: str, env: str | None = None, threshold: float | None = None):
-    """Register `fn(trajectory) -> float` (higher is better) under `name`."""
+def objective(name: str, env: str | None = None, threshold: float | None = None,
+              per_step: Callable[[Trajectory], np.ndarray] | None = None):
+    """Register `fn(trajectory) -> float` (higher is better) under `name`; `per_step`
+    optionally gives the same preference step by step, `(T,)` (reward evaluation uses it)."""
 
     def add(fn: Callable[[Trajectory], float]) -> Callable[[Trajectory], float]:
-        OBJECTIVES.register(name)(Objective(name, fn, env, threshold, (fn.__doc__ or "").strip()))
+        OBJECTIVES.register(name)(Objective(name, fn, env, threshold, (fn.__doc__ or "").strip(), per_step))
         return fn
 
     return add
 
 
 def get_objective(name_or_fn: str | Callable[[Trajectory], float]) -> Objective | Callable[[Trajectory], float]:
-    """A registered objective by name, or a user callable passed through unchanged."""
+    """A registered objective by name, a user callable passed through unchanged, or a
+    callable named `module:function` (importable from the current Python path)."""
     if callable(name_or_fn):
         return name_or_fn
+    if isinstance(name_or_fn, str) and ":" in name_or_fn:
+        import importlib
+
+        module, _, attr = name_or_fn.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            raise RobalignError(f"objective {name_or_fn!r}: cannot import it ({err}); give a registered name "
+                                f"({', '.join(OBJECTIVES.names())}) or module:function") from None
+        if not callable(fn):
+            raise RobalignError(f"objective {name_or_fn!r} is not callable")
+        return fn
     return OBJECTIVES.get(name_or_fn)
 
 

@@ -232,10 +232,53 @@ def run_prefs_import(cfg: DictConfig) -> dict:
     return added
 
 
+def _reward_store(cfg: DictConfig):
+    if not cfg.prefs:
+        raise RobalignError("prefs=PATH is required: the preference store directory")
+    from robalign.preferences import PreferenceStore
+
+    return PreferenceStore(cfg.prefs, url=cfg.store_url, create=False)
+
+
+def run_reward(cfg: DictConfig) -> Path:
+    """Learn a visual reward (rapl, rlhf, imagenet-ot, oracle) from a preference store."""
+    from robalign.data.outputs import check_output_dir, default_output_dir
+    from robalign.rewards.models import RewardConfig
+    from robalign.rewards.runs import learn_reward
+    from robalign.rewards.training import TrainConfig
+
+    out = check_output_dir(cfg.output_dir or default_output_dir("reward"))
+    model_cfg = RewardConfig(**{k: cfg[k] for k in (
+        "method", "encoder", "encoder_weights", "embed_dim", "hidden_dim", "frame_stride", "image_size", "relative",
+        "sinkhorn_eps", "sinkhorn_iters", "objective")})
+    with _reward_store(cfg) as store:
+        learn_reward(store, model_cfg, TrainConfig(**OmegaConf.to_container(cfg.train)), out, cfg.demos_top,
+                     progress=cfg.progress, config_text=OmegaConf.to_yaml(cfg, resolve=True))
+    print(f"wrote the {cfg.method} reward to {out}")
+    return out
+
+
+def run_reward_eval(cfg: DictConfig) -> dict:
+    """Score a reward against held-out answers and the true objective; metrics and plots."""
+    from robalign.data.outputs import check_output_dir, default_output_dir
+    from robalign.rewards.runs import evaluate_reward
+
+    if not cfg.reward:
+        raise RobalignError("reward=PATH is required: a directory written by `robalign reward`")
+    out = check_output_dir(cfg.output_dir or default_output_dir("reward-eval"))
+    with _reward_store(cfg) as store:
+        metrics = evaluate_reward(cfg.reward, store, out, cfg.objective, cfg.encoder_weights, progress=cfg.progress,
+                                  config_text=OmegaConf.to_yaml(cfg, resolve=True))
+    shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in metrics.items()}
+    print(f"{shown}\nwrote {out}/reward_metrics.json")
+    return metrics
+
+
 VERBS: dict[str, Callable[[DictConfig], object]] = {
     "demos": run_demos, "envs": run_envs, "rollouts": run_rollouts,
     "prefs serve": run_prefs_serve, "prefs annotator": run_prefs_annotator, "prefs queries": run_prefs_queries,
     "prefs simulate": run_prefs_simulate, "prefs export": run_prefs_export, "prefs import": run_prefs_import,
+    "reward": run_reward, "reward eval": run_reward_eval,
 }
 GROUPS = {verb.split()[0] for verb in VERBS if " " in verb}  # two-word verbs: `robalign prefs serve`
 

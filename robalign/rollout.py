@@ -63,16 +63,20 @@ def record_episode(
     )
 
 
-def expert_episode(env, mode: str, seed: int, video: list | None = None, noise: float = 0.0) -> Trajectory:
+def expert_episode(env, mode: str, seed: int, video: list | None = None, noise: float = 0.0,
+                   drift: float = 0.0) -> Trajectory:
     """One episode by the task's scripted expert in `mode`.
 
-    `noise` > 0 adds Gaussian noise of that std to every action (clipped to the action box,
-    drawn from its own seeded stream) for more varied behaviour to compare.
+    For more varied behaviour to compare: `noise` > 0 adds white Gaussian noise of that std
+    to every action; `drift` > 0 adds smooth AR(1) noise (coefficient 0.9, stationary std
+    `drift`) to the translation, which bends the path (white noise mostly averages out in
+    the OSC controller). Both are clipped to the action box and drawn from their own seeded
+    streams.
     """
     from robalign.envs import ScriptedExpert
 
-    holder: dict = {}
-    noise_rng = np.random.default_rng([seed, 2])
+    holder: dict = {"drift": np.zeros(3)}
+    noise_rng, drift_rng = np.random.default_rng([seed, 2]), np.random.default_rng([seed, 3])
 
     def plan() -> None:
         holder["expert"] = ScriptedExpert(env, mode, np.random.default_rng([seed, 1]))
@@ -81,7 +85,11 @@ def expert_episode(env, mode: str, seed: int, video: list | None = None, noise: 
         action = holder["expert"].act()
         if noise > 0:
             action = np.clip(action + noise_rng.normal(0, noise, action.shape), -1, 1)
+        if drift > 0:
+            holder["drift"] = 0.9 * holder["drift"] + np.sqrt(1 - 0.9**2) * drift * drift_rng.normal(size=3)
+            action[:3] = np.clip(action[:3] + holder["drift"], -1, 1)
         return action
 
-    provenance = {"actor": f"expert:{mode}", **({"noise": float(noise)} if noise > 0 else {})}
+    provenance = {"actor": f"expert:{mode}", **({"noise": float(noise)} if noise > 0 else {}),
+                  **({"drift": float(drift)} if drift > 0 else {})}
     return record_episode(env, act, seed, mode=mode, provenance=provenance, on_reset=plan, video=video)

@@ -16,7 +16,7 @@ venv = pathlib.Path(sys.prefix)
 assert pathlib.Path(robalign.__file__).is_relative_to(venv), robalign.__file__
 for name in ["robalign.envs", "robalign.envs.tasks", "robalign.policies", "robalign.hardware", "robalign.configs",
              "robalign.data", "robalign.cli", "robalign.annotators", "robalign.preferences",
-             "robalign.preferences.server"]:
+             "robalign.preferences.server", "robalign.rewards", "robalign.rewards.runs"]:
     mod = importlib.import_module(name)
     assert pathlib.Path(mod.__file__).is_relative_to(venv), (name, mod.__file__)
 try:
@@ -29,6 +29,7 @@ from robalign.cli import compose
 cfg = compose("demos", ["env=cube-group"])
 assert cfg.env.name == "cube-group", cfg
 assert compose("prefs serve", ["port=9001"]).port == 9001
+assert compose("reward", ["method=rlhf"]).method == "rlhf"
 from importlib import resources
 for static in ("index.html", "app.js", "app.css"):  # the annotation page ships in the wheel
     assert resources.files("robalign.preferences").joinpath("static", static).is_file(), static

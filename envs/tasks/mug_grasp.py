@@ -155,7 +155,8 @@ class MugGrasp(FrankaTaskEnv):
 
 
 # ---- objectives --------------------------------------------------------------------------
-@objective("handle-grasp", env="mug-grasp", threshold=0.5)
+@objective("handle-grasp", env="mug-grasp", threshold=0.5,
+           per_step=lambda traj: traj.info["handle_contact"] * (traj.info["lifted"] > LIFTED))
 def handle_grasp(traj):
     """Share of the steps with the mug lifted (> 2 cm) in which the gripper touches the
     handle; 0 if the mug was never lifted."""

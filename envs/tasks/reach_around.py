@@ -104,7 +104,7 @@ class ReachAround(FrankaTaskEnv):
 
 
 # ---- objectives --------------------------------------------------------------------------
-@objective("clearance", env="reach-around", threshold=0.05)
+@objective("clearance", env="reach-around", threshold=0.05, per_step=lambda traj: traj.info["vase_clearance"])
 def clearance(traj):
     """Closest approach of any gripper geom to the vase over the episode, metres."""
     return float(np.min(traj.info["vase_clearance"]))

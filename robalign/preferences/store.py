@@ -324,23 +324,31 @@ class PreferenceStore:
             open_ = s.scalar(select(func.count()).select_from(QueryRow).where(*_open_to(annotator_id, answers_per_query)))
         return {"answered": int(mine), "remaining": int(open_), "total": int(total)}
 
-    def comparisons(self) -> list[tuple[str, str, float]]:
-        """Every answer as pairwise labels: (traj_i, traj_j, P(i preferred over j)).
-
-        A pair answer "A" gives (a, b, 1.0), "B" gives (a, b, 0.0), "tie" (a, b, 0.5); a
-        triplet ranking [i, j, k] gives its three implied pairs. Skips give nothing.
-        """
-        out = []
+    def labels(self) -> list[tuple[tuple[str, ...], float | None]]:
+        """Every answer in the order given: ((a, b), P(a preferred over b)) for a pair
+        ("A" 1.0, "B" 0.0, "tie" 0.5), ((best, middle, worst), None) for a ranked triplet.
+        Skips give nothing."""
+        out: list[tuple[tuple[str, ...], float | None]] = []
         with self._session() as s:
             rows = s.execute(select(AnswerRow, QueryRow).join(QueryRow, AnswerRow.query_id == QueryRow.id)
                              .order_by(AnswerRow.id)).all()
         for ans, q in rows:
             trajs = [q.traj_a, q.traj_b] + ([q.traj_c] if q.traj_c else [])
             if ans.choice in ("A", "B", "tie"):
-                out.append((q.traj_a, q.traj_b, {"A": 1.0, "B": 0.0, "tie": 0.5}[ans.choice]))
+                out.append(((q.traj_a, q.traj_b), {"A": 1.0, "B": 0.0, "tie": 0.5}[ans.choice]))
             elif ans.choice == "rank":
-                order = [int(i) for i in ans.ranking.split(",")]
-                out += [(trajs[order[i]], trajs[order[j]], 1.0) for i in range(3) for j in range(i + 1, 3)]
+                out.append((tuple(trajs[int(i)] for i in ans.ranking.split(",")), None))
+        return out
+
+    def comparisons(self) -> list[tuple[str, str, float]]:
+        """Every answer as pairwise labels: (traj_i, traj_j, P(i preferred over j)); a
+        ranked triplet [i, j, k] gives its three implied pairs."""
+        out = []
+        for ids, p in self.labels():
+            if p is not None:
+                out.append((ids[0], ids[1], p))
+            else:
+                out += [(ids[i], ids[j], 1.0) for i in range(3) for j in range(i + 1, 3)]
         return out
 
     # ---- export / import ---------------------------------------------------------------------

@@ -1,0 +1,121 @@
+"""How well does a reward agree with the person? Metrics and plots.
+
+    accuracy        share of held-out answered comparisons (ties left out) the reward orders
+                    the same way as the person
+    spearman_traj   Spearman rho between the reward's trajectory totals and the true objective
+    spearman_step   Spearman rho between per-step rewards and the objective's per-step form,
+                    pooled over every step of every trajectory (None if it has no such form)
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from robalign.rewards.data import Label, pairs_of
+
+
+def _rho(x, y) -> float | None:
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None  # undefined for constant input
+    return float(spearmanr(x, y).statistic)
+
+
+def step_rewards(model, trajectories: dict, features: dict | None) -> dict[str, np.ndarray]:
+    return {tid: model.reward(t, None if features is None else features.get(tid)) for tid, t in trajectories.items()}
+
+
+def evaluate(model, trajectories: dict, labels: list[Label], objective=None,
+             features: dict[str, torch.Tensor] | None = None) -> dict:
+    """Metrics of `model` on `trajectories` ({id: Trajectory}) and held-out `labels`.
+
+    `objective`: the true objective (a robalign Objective or a callable); without one only
+    accuracy is computed.
+    """
+    per_step = step_rewards(model, trajectories, features)
+    total = {tid: float(r.sum()) for tid, r in per_step.items()}
+    pairs = [(a, b, p) for a, b, p in pairs_of(labels) if p != 0.5 and a in total and b in total]
+    correct = [(total[a] > total[b]) == (p > 0.5) for a, b, p in pairs if total[a] != total[b]]
+    ties = sum(total[a] == total[b] for a, b, _ in pairs)
+    metrics = {"accuracy": (sum(correct) + 0.5 * ties) / len(pairs) if pairs else None,
+               "comparisons": len(pairs), "trajectories": len(trajectories),
+               "spearman_traj": None, "spearman_step": None}
+    if objective is not None:
+        ids = list(trajectories)
+        truth = [objective(trajectories[t]) for t in ids]
+        metrics["spearman_traj"] = _rho([total[t] for t in ids], truth)
+        if getattr(objective, "per_step", None) is not None:
+            metrics["spearman_step"] = _rho(np.concatenate([per_step[t] for t in ids]),
+                                            np.concatenate([objective.steps(trajectories[t]) for t in ids]))
+        metrics["_truth"], metrics["_learned"] = truth, [total[t] for t in ids]
+    return metrics
+
+
+# ---- plots ------------------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_scatter(truth, learned, path: str | Path, title: str = "", xlabel: str = "true objective") -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.scatter(truth, learned, s=14, alpha=0.8)
+    rho = _rho(learned, truth)
+    ax.set(xlabel=xlabel, ylabel="learned trajectory reward",
+           title=f"{title}  Spearman rho = {rho:.2f}" if rho is not None else title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_transport(model, features: torch.Tensor, demo: torch.Tensor, path: str | Path, title: str = "") -> Path:
+    """The OT plan between one rollout's frames (rows) and one demo's (columns)."""
+    from robalign.rewards.sinkhorn import cosine_cost, sinkhorn
+
+    plt = _pyplot()
+    with torch.no_grad():
+        x, y = model.embed_features(features), model.embed_features(demo)
+        cost = cosine_cost(x, y)
+        plan = sinkhorn(cost, model.cfg.sinkhorn_eps, model.cfg.sinkhorn_iters)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8))
+    for ax, m, name in zip(axes, (cost, plan), ("cost 1 - cosine", "transport plan")):
+        im = ax.imshow(m.numpy(), aspect="auto", cmap="viridis")
+        ax.set(xlabel="demo frame", ylabel="rollout frame", title=name)
+        fig.colorbar(im, ax=ax)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_curve(curves: dict[str, dict[int, list[float]]], path: str | Path, title: str = "",
+               ylabel: str = "Spearman rho (trajectory)") -> Path:
+    """Data-efficiency curve: {method: {n preferences: [value per seed]}} -> mean +- std."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for method, by_n in curves.items():
+        ns = sorted(by_n)
+        vals = [[v for v in by_n[n] if v is not None and not math.isnan(v)] for n in ns]
+        mean = np.array([np.mean(v) if v else np.nan for v in vals])
+        std = np.array([np.std(v) if v else np.nan for v in vals])
+        ax.plot(ns, mean, marker="o", label=method)
+        ax.fill_between(ns, mean - std, mean + std, alpha=0.2)
+    ax.set(xscale="log", xlabel="preferences", ylabel=ylabel, title=title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

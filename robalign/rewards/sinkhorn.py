@@ -1,0 +1,113 @@
+"""Entropic optimal transport between frame sequences, batched and differentiable.
+
+Glossary:
+    B  pairs of sequences solved together
+    N  frames of the first sequence (a rollout), M frames of the second (a demo / anchor)
+    D  embedding size
+
+`sinkhorn` solves min_P <P, C> + eps * sum P (log P - 1) subject to uniform marginals
+over each sequence's valid frames, with log-domain potentials (the plain kernel
+exp(-C / eps) underflows for small eps). Gradients flow through the unrolled iterations.
+Sequences of different lengths share a batch through masks: padded frames carry no mass.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from robalign.errors import RobalignError
+
+# Potential (in units of eps) of padded frames: finite (an -inf would make the backward
+# pass 0 * inf = NaN) and so low that exp() of it is exactly 0 in float32 and float64.
+NO_MASS = -1e5
+
+
+def cosine_cost(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(B, N, D), (B, M, D) -> (B, N, M) cost 1 - cosine similarity, in [0, 2]."""
+    x = x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    y = y / y.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return 1 - x @ y.transpose(-1, -2)
+
+
+def _marginal(mask: torch.Tensor, dtype) -> torch.Tensor:
+    """Uniform mass over the real frames, 0 on padding."""
+    return mask.to(dtype) / mask.sum(-1, keepdim=True).clamp_min(1).to(dtype)
+
+
+def sinkhorn(cost: torch.Tensor, eps: float = 0.1, iters: int = 100, mask_x: torch.Tensor | None = None,
+             mask_y: torch.Tensor | None = None, absorb_every: int = 10) -> torch.Tensor:
+    """Entropic OT plans for a batch of cost matrices.
+
+    Log-stabilised Sinkhorn with absorption (Schmitzer 2019): the dual potentials f, g live
+    in the log domain; every `absorb_every` iterations the kernel exp((f + g - C) / eps)
+    is rebuilt from them, and in between the iterations are cheap scalings by batched
+    matrix-vector products. The scalings stay near 1 between absorptions, so nothing under- or
+    overflows even for small eps, while costing a fraction of a logsumexp per iteration.
+
+    Args:
+        cost: (B, N, M) or (N, M).
+        eps: entropic regularisation (> 0); smaller is closer to exact OT, needs more iterations.
+        iters: Sinkhorn iterations (each updates both scalings).
+        mask_x, mask_y: (B, N) and (B, M) bool, True for real frames; default all real.
+        absorb_every: iterations between absorptions (1: the plain log-domain algorithm).
+    Returns:
+        plans (B, N, M) (or (N, M)): rows sum to 1/N_valid, columns to 1/M_valid.
+    """
+    if not eps > 0:
+        raise RobalignError(f"sinkhorn eps must be > 0; got {eps!r}")
+    if not isinstance(iters, int) or iters < 1:
+        raise RobalignError(f"sinkhorn iters must be an int >= 1; got {iters!r}")
+    single = cost.ndim == 2
+    if single:
+        cost = cost[None]
+    if cost.ndim != 3:
+        raise RobalignError(f"cost must be (B, N, M) or (N, M); got {tuple(cost.shape)}")
+    B, N, M = cost.shape
+    mask_x = torch.ones(B, N, dtype=torch.bool, device=cost.device) if mask_x is None else mask_x
+    mask_y = torch.ones(B, M, dtype=torch.bool, device=cost.device) if mask_y is None else mask_y
+    a, b = _marginal(mask_x, cost.dtype), _marginal(mask_y, cost.dtype)
+    # Padded frames get potential NO_MASS * eps, so their kernel entries are exactly 0.
+    f = torch.where(mask_x, 0.0, NO_MASS * eps).to(cost.dtype)
+    g = torch.where(mask_y, 0.0, NO_MASS * eps).to(cost.dtype)
+    tiny = torch.finfo(cost.dtype).tiny
+    done = 0
+    while done < iters:
+        kernel = torch.exp((f[:, :, None] + g[:, None, :] - cost) / eps)
+        u, v = torch.ones_like(f), torch.ones_like(g)
+        for _ in range(min(absorb_every, iters - done)):
+            # Broadcast-multiply-sum: for these small matrices faster than bmm on CPU. Padded
+            # rows divide by 1, not by their zero sums, so no 0/0 enters the graph.
+            u = a / torch.where(mask_x, (kernel * v[:, None, :]).sum(2), 1.0).clamp_min(tiny)
+            v = b / torch.where(mask_y, (kernel * u[:, :, None]).sum(1), 1.0).clamp_min(tiny)
+        done += min(absorb_every, iters - done)
+        # Padded entries keep their potential; `where` before `log` keeps log(0) (and its
+        # infinite gradient) out of the graph.
+        f = f + eps * torch.log(torch.where(mask_x, u, torch.ones_like(u)))
+        g = g + eps * torch.log(torch.where(mask_y, v, torch.ones_like(v)))
+    plan = torch.exp((f[:, :, None] + g[:, None, :] - cost) / eps)
+    return plan[0] if single else plan
+
+
+def ot_step_costs(x: torch.Tensor, y: torch.Tensor, mask_x: torch.Tensor | None = None,
+                  mask_y: torch.Tensor | None = None, eps: float = 0.1, iters: int = 100) -> torch.Tensor:
+    """Per-frame transport cost of each frame of x against sequence y.
+
+    (B, N, D), (B, M, D) -> (B, N): frame i's cost is sum_j P_ij C_ij * N_valid, the mean
+    cost of the demo frames it is matched to (0 on padded frames). Its mean over the valid
+    frames is the OT distance <P, C>.
+    """
+    cost = cosine_cost(x, y)
+    plan = sinkhorn(cost, eps, iters, mask_x, mask_y)
+    n = (mask_x.sum(-1, keepdim=True) if mask_x is not None else torch.full((x.shape[0], 1), x.shape[1])).to(x.dtype)
+    return (plan * cost).sum(-1) * n
+
+
+def pad_sequences(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[(T_i, D)] -> (B, max T, D) zero-padded and (B, max T) bool mask of real frames."""
+    if not seqs:
+        raise RobalignError("no sequences to pad")
+    length = max(len(s) for s in seqs)
+    out = torch.stack([F.pad(s, (0, 0, 0, length - len(s))) for s in seqs])
+    mask = torch.arange(length)[None, :] < torch.tensor([len(s) for s in seqs])[:, None]
+    return out, mask

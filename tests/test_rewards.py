@@ -1,0 +1,261 @@
+"""Visual rewards: the Sinkhorn layer, encoders, reward models, training, checkpoints, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from robalign.errors import RobalignError
+from robalign.rewards.data import check_labels, load_videos, preferred_ids
+from robalign.rewards.encoders import load_state_dict_file, make_backbone
+from robalign.rewards.evaluation import evaluate
+from robalign.rewards.models import RewardConfig, load_reward, make_reward
+from robalign.rewards.sinkhorn import cosine_cost, ot_step_costs, pad_sequences, sinkhorn
+from robalign.rewards.training import TrainConfig, train_reward
+from robalign.types import Trajectory
+
+
+# ---- Sinkhorn ------------------------------------------------------------------------------
+@pytest.mark.parametrize("eps", [0.05, 0.2])
+def test_sinkhorn_matches_pot(eps):
+    ot = pytest.importorskip("ot")
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(4, 12, 6, generator=gen, dtype=torch.float64), torch.randn(4, 9, 6, generator=gen,
+                                                                                 dtype=torch.float64)
+    cost = cosine_cost(x, y)
+    plans = sinkhorn(cost, eps, iters=2000)
+    for b in range(4):
+        ref = ot.sinkhorn(np.full(12, 1 / 12), np.full(9, 1 / 9), cost[b].numpy(), eps, numItermax=100000,
+                          stopThr=1e-13)
+        assert np.abs(plans[b].numpy() - ref).max() < 1e-5
+
+
+def test_sinkhorn_masks_match_unpadded_problems():
+    ot = pytest.importorskip("ot")
+    gen = torch.Generator().manual_seed(1)
+    xs = [torch.randn(n, 5, generator=gen, dtype=torch.float64) for n in (7, 3)]
+    ys = [torch.randn(m, 5, generator=gen, dtype=torch.float64) for m in (4, 8)]
+    (x, mx), (y, my) = pad_sequences(xs), pad_sequences(ys)
+    plans = sinkhorn(cosine_cost(x, y), 0.1, 2000, mx, my)
+    for b in range(2):
+        n, m = len(xs[b]), len(ys[b])
+        ref = ot.sinkhorn(np.full(n, 1 / n), np.full(m, 1 / m), cosine_cost(xs[b], ys[b]).numpy(), 0.1,
+                          numItermax=100000, stopThr=1e-13)
+        assert np.abs(plans[b, :n, :m].numpy() - ref).max() < 1e-5
+        assert plans[b, n:].abs().sum() == 0 and plans[b, :, m:].abs().sum() == 0  # padding carries no mass
+
+
+def test_sinkhorn_gradcheck():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 5, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    mx = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    assert torch.autograd.gradcheck(lambda a, b: ot_step_costs(a, b, mx, None, eps=0.1, iters=30), (x, y))
+
+
+def test_sinkhorn_rejects_bad_settings():
+    with pytest.raises(RobalignError, match="eps must be > 0"):
+        sinkhorn(torch.zeros(3, 3), eps=0)
+    with pytest.raises(RobalignError, match="iters"):
+        sinkhorn(torch.zeros(3, 3), iters=0)
+
+
+# ---- encoders ------------------------------------------------------------------------------
+def test_efficientnet_loads_packaged_imagenet_weights_strictly():
+    backbone = make_backbone("efficientnet-lite0")
+    frames = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    feats = backbone.features(frames)
+    assert feats.shape == (3, 1280) and torch.isfinite(feats).all()
+    assert not any(p.requires_grad for p in backbone.parameters())  # frozen
+    assert not torch.allclose(feats[0], feats[1])
+
+
+def test_encoder_weights_that_do_not_fit_are_refused(tmp_path):
+    import torchvision
+    from safetensors.torch import save_file
+
+    good = {k: v.contiguous() for k, v in torchvision.models.resnet18(weights=None).state_dict().items()}
+    save_file(good, tmp_path / "r18.safetensors")
+    backbone = make_backbone("resnet18", str(tmp_path / "r18.safetensors"))
+    assert backbone.features(np.zeros((2, 32, 32, 3), np.uint8)).shape == (2, 512)
+    save_file({k: v for k, v in good.items() if k != "fc.bias"}, tmp_path / "partial.safetensors")
+    with pytest.raises(RobalignError, match="do not fit"):
+        make_backbone("resnet18", str(tmp_path / "partial.safetensors"))
+    with pytest.raises(RobalignError, match="needs weights"):
+        make_backbone("resnet18")
+    with pytest.raises(RobalignError, match="does not exist"):
+        make_backbone("efficientnet-lite0", str(tmp_path / "absent.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
+    with pytest.raises(RobalignError, match="not a readable state dict"):
+        load_state_dict_file(tmp_path / "junk.pth")
+
+
+# ---- reward models on synthetic features -----------------------------------------------------
+F_DIM = 12
+
+
+def synthetic_features(n: int, seed: int, distract: float = 1.0):
+    """Videos whose preferred-ness is how far feature 0 rises over the episode; other
+    features are per-episode constants (a 'table colour') plus noise."""
+    rng = np.random.default_rng(seed)
+    quality = rng.uniform(0, 1, n)
+    feats = {}
+    for i in range(n):
+        T = int(rng.integers(8, 14))
+        f = np.tile(rng.normal(0, distract, F_DIM), (T, 1)) + rng.normal(0, 0.05, (T, F_DIM))
+        f[:, 0] += np.linspace(0, 2 * quality[i], T)
+        feats[f"t{i:03d}"] = torch.tensor(f, dtype=torch.float32)
+    return feats, {f"t{i:03d}": float(q) for i, q in enumerate(quality)}
+
+
+def triplet_labels(quality: dict, n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    ids = sorted(quality)
+    out = []
+    for _ in range(n):
+        group = [ids[k] for k in rng.choice(len(ids), 3, replace=False)]
+        out.append((tuple(sorted(group, key=lambda t: -quality[t])), None))
+    return out
+
+
+def small_config(method):
+    return RewardConfig(method=method, feature_dim=F_DIM, embed_dim=8, hidden_dim=16, frame_stride=1,
+                        sinkhorn_iters=30, sinkhorn_eps=0.1)
+
+
+def fake_trajectory(T: int) -> Trajectory:
+    return Trajectory(state=np.zeros((T, 2), np.float32), action=np.zeros((T, 7), np.float32), instruction="",
+                      success=True)
+
+
+def held_out_rho(model, feats, quality):
+    from scipy.stats import spearmanr
+
+    ids = sorted(feats)
+    totals = [model.reward(fake_trajectory(len(feats[t])), feats[t]).sum() for t in ids]
+    return spearmanr(totals, [quality[t] for t in ids]).statistic
+
+
+@pytest.mark.parametrize("method", ["rapl", "rlhf"])
+def test_training_learns_what_the_person_prefers(method):
+    feats, quality = synthetic_features(60, seed=0)
+    held_feats, held_quality = synthetic_features(30, seed=1)
+    labels = triplet_labels(quality, 120, seed=0)
+    model = make_reward(small_config(method))
+    model.demos = [feats[t] for t in preferred_ids(labels, 3)]
+    before = held_out_rho(model, held_feats, held_quality)
+    history = train_reward(model, feats, labels, TrainConfig(lr=3e-3, max_epochs=40, patience=10), progress=False)
+    after = held_out_rho(model, held_feats, held_quality)
+    assert history["val_answers"] == 24 and len(history["val_loss"]) >= 1
+    assert min(history["val_loss"]) < history["val_loss"][0]
+    assert after > 0.7 and after > before + 0.3, (before, after)
+
+
+def test_ties_pull_rewards_together():
+    feats, quality = synthetic_features(20, seed=3)
+    ids = sorted(feats)
+    labels = [((ids[i], ids[i + 1]), 0.5) for i in range(0, 18, 2)] * 4
+    model = make_reward(small_config("rlhf"))
+    train_reward(model, feats, labels, TrainConfig(lr=3e-3, max_epochs=40, val_fraction=0), progress=False)
+    gaps = [abs(model.reward(fake_trajectory(len(feats[a])), feats[a]).sum()
+                - model.reward(fake_trajectory(len(feats[b])), feats[b]).sum()) for (a, b), _ in labels[:9]]
+    assert np.mean(gaps) < 0.1
+
+
+def test_per_step_reward_sums_to_trajectory_reward_with_stride():
+    cfg = RewardConfig(method="rlhf", feature_dim=F_DIM, hidden_dim=0, frame_stride=3)
+    model = make_reward(cfg)
+    feats = torch.randn(4, F_DIM)  # frames 0, 3, 6, 9 of a 10-step trajectory
+    per_step = model.reward(fake_trajectory(10), feats)
+    with torch.no_grad():
+        per_frame = model.step_rewards(feats[None], torch.ones(1, 4, dtype=torch.bool))[0].numpy()
+    assert per_step.shape == (10,)
+    assert per_step.sum() == pytest.approx(per_frame.sum(), rel=1e-5)
+    assert per_step[9] == pytest.approx(per_frame[3], rel=1e-5)  # the last frame stands for one step
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path):
+    feats, quality = synthetic_features(10, seed=4)
+    model = make_reward(small_config("rapl"))
+    model.demos = [feats["t000"], feats["t001"]]
+    model.cfg.encoder_sha = "0" * 64
+    model.save_pretrained(tmp_path / "r")
+    loaded = load_reward(tmp_path / "r")
+    traj = fake_trajectory(len(feats["t005"]))
+    assert np.allclose(loaded.reward(traj, feats["t005"]), model.reward(traj, feats["t005"]))
+    assert not list(tmp_path.glob("r/*.pkl")) and sorted(p.name for p in (tmp_path / "r").iterdir()) == [
+        "reward.safetensors", "reward_config.json"]
+    # a backbone whose weights differ from the ones the head was trained on
+    with pytest.raises(RobalignError, match="trained on efficientnet-lite0 weights with sha256 000000000000"):
+        loaded.backbone
+    # partial, truncated, tampered
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial" / "reward_config.json").write_text((tmp_path / "r" / "reward_config.json").read_text())
+    with pytest.raises(RobalignError, match="reward.safetensors is missing"):
+        load_reward(tmp_path / "partial")
+    data = (tmp_path / "r" / "reward.safetensors").read_bytes()
+    (tmp_path / "r" / "reward.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(RobalignError, match="unreadable or truncated"):
+        load_reward(tmp_path / "r")
+    cfg = json.loads((tmp_path / "r" / "reward_config.json").read_text())
+    model.save_pretrained(tmp_path / "t")
+    (tmp_path / "t" / "reward_config.json").write_text(json.dumps({**cfg, "embed_dim": 9}))
+    with pytest.raises(RobalignError, match="do not fit a rapl reward"):
+        load_reward(tmp_path / "t")
+    (tmp_path / "t" / "reward_config.json").write_text(json.dumps({**cfg, "colour": "red"}))
+    with pytest.raises(RobalignError, match="not a valid reward config"):
+        load_reward(tmp_path / "t")
+
+
+def test_unknown_method_and_bad_settings():
+    with pytest.raises(RobalignError, match="unknown reward method 'rapll'; valid choices: imagenet-ot, oracle, rapl, rlhf"):
+        make_reward(RewardConfig(method="rapll"))
+    with pytest.raises(RobalignError, match="frame_stride=0"):
+        make_reward(RewardConfig(method="rapl", frame_stride=0))
+    with pytest.raises(RobalignError, match="oracle reward needs objective"):
+        make_reward(RewardConfig(method="oracle"))
+    with pytest.raises(RobalignError, match="val_fraction"):
+        TrainConfig(val_fraction=1.5)
+
+
+# ---- labels and videos ---------------------------------------------------------------------
+def test_bad_preference_input(tmp_path, make_trajectory):
+    from robalign.preferences import PreferenceStore
+
+    with pytest.raises(RobalignError, match="no preferences to learn from"):
+        check_labels([])
+    with pytest.raises(RobalignError, match="references trajectory 'ghost'"):
+        check_labels([(("a", "ghost"), 1.0)], known={"a", "b"})
+    with PreferenceStore(tmp_path / "s") as store:
+        ok = store.add_trajectory(make_trajectory(1))
+        with pytest.raises(RobalignError, match="references trajectory 'f00d'"):
+            load_videos(store, [ok, "f00d"])
+        small = make_trajectory(2)
+        small.frames = small.frames[:, :32, :32].copy()
+        other = store.add_trajectory(small)
+        with pytest.raises(RobalignError, match="all videos must have one size"):
+            load_videos(store, [ok, other])
+        no_video = store.add_trajectory(make_trajectory(3, frames=False))
+        with pytest.raises(RobalignError, match="has no video"):
+            load_videos(store, [no_video])
+
+
+def test_evaluation_metrics_on_a_known_reward():
+    feats, quality = synthetic_features(12, seed=5, distract=0.0)
+    model = make_reward(RewardConfig(method="rlhf", feature_dim=F_DIM, hidden_dim=0, frame_stride=1))
+    with torch.no_grad():  # reward = feature 0 per frame: sums rise with quality
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        model.head.weight[0, 0] = 1.0
+    trajs = {t: fake_trajectory(len(f)) for t, f in feats.items()}
+    for t in trajs:
+        trajs[t].info = {"quality": np.full(len(feats[t]), quality[t], np.float32)}
+    ids = sorted(feats, key=lambda t: -quality[t])
+    right = [((ids[0], ids[5]), 1.0), ((ids[3], ids[1]), 0.0)]
+    wrong = [((ids[6], ids[2]), 1.0)]
+    m = evaluate(model, trajs, right + wrong + [((ids[0], ids[1]), 0.5)],
+                 lambda t: float(t.info["quality"][0]), feats)
+    assert m["accuracy"] == pytest.approx(2 / 3) and m["comparisons"] == 3
+    # the relative rise grows with quality, the length differs: rho high but not computed from a constant
+    assert m["spearman_traj"] > 0.7 and m["spearman_step"] is None

@@ -1,0 +1,79 @@
+"""`robalign reward` and `robalign reward eval` end to end on a small store of real videos."""
+
+import json
+
+import numpy as np
+import pytest
+
+from robalign.annotators import SimulatedAnnotator
+from robalign.cli import main
+from robalign.preferences import PreferenceStore
+
+
+def score_objective(traj) -> float:
+    """The synthetic trajectories' own score (importable as tests' `test_rewards_cli:score_objective`)."""
+    return float(traj.info["score"][0])
+
+
+@pytest.fixture
+def answered_store(tmp_path, make_trajectory):
+    """12 synthetic videos; a simulated person ranked 20 triplets by score."""
+    root = tmp_path / "store"
+    person = SimulatedAnnotator(score_objective, seed=0)
+    rng = np.random.default_rng(0)
+    with PreferenceStore(root) as store:
+        trajs = {store.add_trajectory(make_trajectory(i, steps=12)): make_trajectory(i, steps=12) for i in range(12)}
+        ids = list(trajs)
+        groups = [[ids[k] for k in rng.choice(len(ids), 3, replace=False)] for _ in range(20)]
+        annotator, _ = store.simulated_annotator("sim-score")
+        for qid, group in zip(store.add_queries(groups), groups):
+            store.record_answer(qid, annotator, "rank", person.rank([trajs[t] for t in group]))
+    return root
+
+
+SMALL = ["image_size=32", "frame_stride=2", "train.max_epochs=5", "progress=false"]
+
+
+@pytest.mark.parametrize("method", ["rapl", "rlhf", "imagenet-ot", "oracle"])
+def test_reward_then_eval_writes_the_metrics_and_plots(answered_store, tmp_path, method, capsys):
+    out, ev = tmp_path / "reward", tmp_path / "eval"
+    objective = "test_rewards_cli:score_objective"
+    assert main(["reward", f"method={method}", f"prefs={answered_store}", f"output_dir={out}",
+                 f"objective={objective}", *SMALL]) == 0
+    files = {p.name for p in out.iterdir()}
+    assert {"reward_config.json", "reward.safetensors", "training.json", "config.yaml"} <= files
+    training = json.loads((out / "training.json").read_text())
+    assert training["answers"] == 20 and training["trajectories"] == 12
+    if method in ("rapl", "rlhf"):
+        assert "training_loss.png" in files and 1 <= len(training["history"]["train_loss"]) <= 5
+    if method in ("rapl", "imagenet-ot"):
+        assert len(training["demos"]) == 5  # the 5 most preferred compared videos
+    assert main(["reward", "eval", f"reward={out}", f"prefs={answered_store}", f"output_dir={ev}",
+                 "progress=false"]) == 0
+    metrics = json.loads((ev / "reward_metrics.json").read_text())
+    assert metrics["method"] == method and metrics["objective"] == objective
+    assert metrics["comparisons"] == 60 and metrics["trajectories"] == 12
+    assert -1 <= metrics["spearman_traj"] <= 1 and 0 <= metrics["accuracy"] <= 1
+    if method == "oracle":  # the person's own objective agrees with the person
+        assert metrics["spearman_traj"] == pytest.approx(1.0) and metrics["accuracy"] == 1.0
+    assert (ev / "scatter.png").stat().st_size > 1000
+    assert ((ev / "transport.png").exists()) == (method in ("rapl", "imagenet-ot"))
+
+
+def test_reward_bad_input_leaves_nothing_behind(tmp_path, make_trajectory, capsys):
+    empty = tmp_path / "empty"
+    with PreferenceStore(empty) as store:
+        store.add_trajectory(make_trajectory(0))
+    out = tmp_path / "out"
+    assert main(["reward", f"prefs={empty}", f"output_dir={out}", "progress=false"]) == 2
+    assert "no preferences to learn from" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+    assert main(["reward", "method=dpo", f"prefs={empty}", f"output_dir={out}"]) == 2
+    assert "unknown reward method 'dpo'; valid choices: imagenet-ot, oracle, rapl, rlhf" in capsys.readouterr().err
+    assert main(["reward", f"prefs={empty}", "train.lr=-1", f"output_dir={out}"]) == 2
+    assert "bad reward training setting lr=-1" in capsys.readouterr().err
+    assert main(["reward", "eval", f"reward={tmp_path / 'nothing'}", f"prefs={empty}", f"output_dir={out}"]) == 2
+    assert "is not a reward checkpoint" in capsys.readouterr().err
+    assert main(["reward", f"prefs={empty}", "sinkhorn_epss=1"]) == 2
+    assert "unknown setting 'sinkhorn_epss'" in capsys.readouterr().err
+    assert not out.exists()
