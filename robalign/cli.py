@@ -141,7 +141,8 @@ def run_rollouts(cfg: DictConfig) -> list[str]:
     from robalign.preferences.rollouts import record_rollouts
 
     with _open_store(cfg) as store:
-        ids = record_rollouts(store, cfg.env.name, cfg.n, policy=cfg.policy, noise=cfg.noise, seed=cfg.seed,
+        ids = record_rollouts(store, cfg.env.name, cfg.n, policy=cfg.policy, noise=cfg.noise, drift=cfg.drift,
+                              seed=cfg.seed,
                               video=cfg.video, distractors=cfg.env.distractors, image_size=cfg.env.image_size,
                               progress=cfg.progress)
     print(f"registered {len(ids)} {cfg.env.name} rollouts in {cfg.store}")
@@ -253,7 +254,7 @@ def run_reward(cfg: DictConfig) -> Path:
         "sinkhorn_eps", "sinkhorn_iters", "objective")})
     with _reward_store(cfg) as store:
         learn_reward(store, model_cfg, TrainConfig(**OmegaConf.to_container(cfg.train)), out, cfg.demos_top,
-                     progress=cfg.progress, config_text=OmegaConf.to_yaml(cfg, resolve=True))
+                     progress=cfg.progress, config_text=OmegaConf.to_yaml(cfg, resolve=True), demos=cfg.demos)
     print(f"wrote the {cfg.method} reward to {out}")
     return out
 

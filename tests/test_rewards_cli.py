@@ -77,3 +77,20 @@ def test_reward_bad_input_leaves_nothing_behind(tmp_path, make_trajectory, capsy
     assert main(["reward", f"prefs={empty}", "sinkhorn_epss=1"]) == 2
     assert "unknown setting 'sinkhorn_epss'" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_ot_reward_against_a_demos_dataset(answered_store, tmp_path, capsys):
+    demos, out = tmp_path / "demos", tmp_path / "reward"
+    assert main(["demos", "env=reach-around", "n=2", "preview=0", f"output_dir={demos}", "progress=false"]) == 0
+    assert main(["reward", "method=imagenet-ot", f"prefs={answered_store}", f"demos={demos}", f"output_dir={out}",
+                 *SMALL]) == 0
+    training = json.loads((out / "training.json").read_text())
+    assert training["demos"] == [f"{demos}:demo-0", f"{demos}:demo-1"]
+    from robalign.rewards import load_reward
+
+    reward = load_reward(out)
+    assert len(reward.demos) == 2 and reward.demos[0].shape[1] == 1280
+    assert main(["reward", "method=rapl", f"prefs={answered_store}", f"demos={tmp_path}",
+                 f"output_dir={tmp_path / 'x'}", *SMALL]) == 2
+    assert "is not a LeRobotDataset" in capsys.readouterr().err

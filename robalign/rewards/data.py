@@ -34,17 +34,30 @@ def check_labels(labels: list[Label], known: set[str] | None = None) -> None:
                                 f"or has no video; every compared trajectory needs its video")
 
 
-def preferred_ids(labels: list[Label], k: int) -> list[str]:
-    """The k trajectories the person preferred most: by (wins - losses) / comparisons over
-    every implied pair; ties are broken by id so the choice is deterministic."""
-    wins: dict[str, float] = {}
-    seen: dict[str, int] = {}
-    for a, b, p in pairs_of(labels):
-        for t, w in ((a, p), (b, 1 - p)):
-            wins[t] = wins.get(t, 0.0) + (2 * w - 1)
-            seen[t] = seen.get(t, 0) + 1
-    ranked = sorted(seen, key=lambda t: (-wins[t] / seen[t], t))
-    return ranked[:k]
+def preferred_ids(labels: list[Label], k: int, l2: float = 0.05) -> list[str]:
+    """The k trajectories the person preferred most, by a Bradley-Terry fit of one score
+    per trajectory to every implied pair, with an L2 pull towards 0 so that a trajectory
+    that won its only comparison does not outrank one that won twenty. Ties are broken by
+    id, so the choice is deterministic."""
+    pairs = pairs_of(labels)
+    ids = sorted({t for a, b, _ in pairs for t in (a, b)})
+    index = {t: i for i, t in enumerate(ids)}
+    a = torch.tensor([index[p[0]] for p in pairs])
+    b = torch.tensor([index[p[1]] for p in pairs])
+    target = torch.tensor([p[2] for p in pairs], dtype=torch.float64)
+    scores = torch.zeros(len(ids), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([scores], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = (torch.nn.functional.binary_cross_entropy_with_logits(scores[a] - scores[b], target, reduction="sum")
+                + l2 * scores.pow(2).sum())
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    final = scores.detach().numpy()
+    return sorted(ids, key=lambda t: (-round(float(final[index[t]]), 9), t))[:k]
 
 
 def pairs_of(labels: list[Label]) -> list[tuple[str, str, float]]:
@@ -79,6 +92,39 @@ def load_videos(store, ids: list[str]) -> dict:
             raise RobalignError(f"trajectory {tid!r}: video frames are {traj.frames.shape[1]}x{traj.frames.shape[2]}, "
                                 f"others are {size[0]}x{size[1]}; all videos must have one size")
         out[tid] = traj
+    return out
+
+
+def demos_from_dataset(path: str | Path, max_episodes: int = 50) -> dict:
+    """{"demo-EPISODE": Trajectory with frames} from a LeRobotDataset written by `robalign demos`
+    (the run directory or its dataset/ folder), at most `max_episodes` episodes."""
+    import numpy as np
+
+    from robalign.types import Trajectory
+
+    root = Path(path)
+    root = root / "dataset" if (root / "dataset" / "meta").is_dir() else root
+    if not (root / "meta" / "info.json").is_file():
+        raise RobalignError(f"demos={str(path)!r} is not a LeRobotDataset (no meta/info.json); give a directory "
+                            f"written by `robalign demos` or leave demos unset to use the most-preferred trajectories")
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    ds = LeRobotDataset("robalign/demos", root=root)
+    if "observation.image" not in ds.meta.features:
+        raise RobalignError(f"demos={str(path)!r} has no observation.image video; visual rewards need one")
+    episodes: dict[int, list] = {}
+    for i in range(len(ds)):
+        item = ds[i]
+        ep = int(item["episode_index"])
+        if ep >= max_episodes:
+            break
+        image = (item["observation.image"].numpy().transpose(1, 2, 0) * 255).round().clip(0, 255).astype(np.uint8)
+        episodes.setdefault(ep, []).append(image)
+    out = {}
+    for ep, frames in episodes.items():
+        T = len(frames)
+        out[f"demo-{ep}"] = Trajectory(state=np.zeros((T, 1), np.float32), action=np.zeros((T, 1), np.float32),
+                                       instruction="", success=True, frames=np.stack(frames))
     return out
 
 

@@ -10,14 +10,17 @@ import json
 from pathlib import Path
 
 from robalign.errors import RobalignError
-from robalign.rewards.data import check_labels, compute_features, load_videos, preferred_ids
+from robalign.rewards.data import check_labels, compute_features, demos_from_dataset, load_videos, preferred_ids
 from robalign.rewards.models import RewardConfig, fit_to_backbone, load_reward, make_reward
 from robalign.rewards.training import TrainConfig, train_reward
 
 
 def learn_reward(store, cfg: RewardConfig, train: TrainConfig, output_dir: str | Path, demos_top: int = 5,
-                 progress: bool = True, config_text: str | None = None) -> Path:
-    """Train (or configure) a `cfg.method` reward on every answer in `store`, save it."""
+                 progress: bool = True, config_text: str | None = None, demos: str | Path | None = None) -> Path:
+    """Train (or configure) a `cfg.method` reward on every answer in `store`, save it.
+
+    OT rewards compare against `demos` (a LeRobotDataset from `robalign demos`) or, when
+    none is given, the `demos_top` compared trajectories the answers rank highest."""
     from robalign.data.outputs import atomic_output_dir
 
     if not isinstance(demos_top, int) or demos_top < 1:
@@ -26,17 +29,25 @@ def learn_reward(store, cfg: RewardConfig, train: TrainConfig, output_dir: str |
     labels = store.labels()
     check_labels(labels)
     ids = sorted({t for group, _ in labels for t in group})
+    demo_names: list[str] = []
     if model.trainable or cfg.method == "imagenet-ot":
         trajectories = load_videos(store, ids)
         features = compute_features(model, trajectories, progress=progress)
-        model.demos = [features[t] for t in preferred_ids(labels, demos_top)] if cfg.method != "rlhf" else []
+        if cfg.method in ("rapl", "imagenet-ot"):
+            if demos is not None:
+                demo_features = compute_features(model, demos_from_dataset(demos), progress=progress)
+                demo_names = [f"{demos}:{name}" for name in demo_features]
+                model.demos = list(demo_features.values())
+            else:
+                demo_names = preferred_ids(labels, demos_top)
+                model.demos = [features[t] for t in demo_names]
     history = train_reward(model, features, labels, train, progress=progress) if model.trainable else {}
     with atomic_output_dir(output_dir) as tmp:
         if config_text is not None:
             (tmp / "config.yaml").write_text(config_text)
         model.save_pretrained(tmp)
         summary = {"method": cfg.method, "answers": len(labels), "trajectories": len(ids),
-                   "demos": preferred_ids(labels, demos_top) if model.demos else [],
+                   "demos": demo_names,
                    "train": dataclasses.asdict(train) if model.trainable else None, "history": history}
         (tmp / "training.json").write_text(json.dumps(summary, indent=2))
         if history.get("train_loss"):
