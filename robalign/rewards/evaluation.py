@@ -38,7 +38,8 @@ def evaluate(model, trajectories: dict, labels: list[Label], objective=None,
     accuracy is computed.
     """
     per_step = step_rewards(model, trajectories, features)
-    total = {tid: float(r.sum()) for tid, r in per_step.items()}
+    # Rounded: float noise in a sum must not break ties (the oracle of a 0 objective sums to ~1e-17).
+    total = {tid: round(float(r.sum()), 9) for tid, r in per_step.items()}
     pairs = [(a, b, p) for a, b, p in pairs_of(labels) if p != 0.5 and a in total and b in total]
     correct = [(total[a] > total[b]) == (p > 0.5) for a, b, p in pairs if total[a] != total[b]]
     ties = sum(total[a] == total[b] for a, b, _ in pairs)
@@ -113,6 +114,9 @@ def plot_curve(curves: dict[str, dict[int, list[float]]], path: str | Path, titl
         ax.plot(ns, mean, marker="o", label=method)
         ax.fill_between(ns, mean - std, mean + std, alpha=0.2)
     ax.set(xscale="log", xlabel="preferences", ylabel=ylabel, title=title)
+    budgets = sorted({n for by_n in curves.values() for n in by_n})
+    ax.set_xticks(budgets, [str(n) for n in budgets])
+    ax.minorticks_off()
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

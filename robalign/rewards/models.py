@@ -49,6 +49,8 @@ class RewardConfig:
     relative: bool = True  # features minus the first frame's: removes what never moves (table, distractors' colours)
     sinkhorn_eps: float = 0.1  # entropic regularisation of the OT reward (costs are in [0, 2])
     sinkhorn_iters: int = 25
+    anchor: str = "best"  # rapl triplets: "best" (RAPL: middle beats worst measured against the best video) or
+    # "demos" (every implied pair measured against the demos, as the reward is used)
     objective: str | None = None  # the objective the preferences came from (oracle scores with it)
     env: str | None = None
 
@@ -250,7 +252,8 @@ def make_reward(cfg: RewardConfig) -> RewardModel:
     for key, ok, allowed in (("frame_stride", cfg.frame_stride >= 1, ">= 1"), ("image_size", 16 <= cfg.image_size <= 1024,
                              "in [16, 1024]"), ("embed_dim", cfg.embed_dim >= 1, ">= 1"),
                              ("hidden_dim", cfg.hidden_dim >= 0, ">= 0"), ("sinkhorn_eps", cfg.sinkhorn_eps > 0, "> 0"),
-                             ("sinkhorn_iters", cfg.sinkhorn_iters >= 1, ">= 1")):
+                             ("sinkhorn_iters", cfg.sinkhorn_iters >= 1, ">= 1"), ("anchor", cfg.anchor in ("best", "demos"),
+                             "best or demos")):
         if not ok:
             raise RobalignError(f"reward setting {key}={getattr(cfg, key)!r} is not allowed; it must be {allowed}")
     return REWARDS.get(cfg.method)(cfg)

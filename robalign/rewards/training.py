@@ -6,7 +6,8 @@ the demos. The loss is binary cross-entropy of sigmoid(scale * (R(a) - R(b))) ag
 so ties (p = 0.5) pull the two rewards together.
 
     rapl  a triplet best > middle > worst gives (middle, worst, 1, anchor=best): the most
-          preferred video is the anchor, as in RAPL; a pair gives (a, b, p, demos).
+          preferred video is the anchor, as in RAPL; a pair gives (a, b, p, demos). With
+          anchor="demos", every implied pair is measured against the demos instead.
     rlhf  a triplet gives its three pairs, a pair itself; no anchor.
 
 A seeded share of the answers is held back for validation; training stops when the
@@ -54,8 +55,8 @@ class TrainConfig:
 Comparison = tuple[str, str, float, "str | None"]
 
 
-def comparisons_for(method: str, labels: list[Label]) -> list[Comparison]:
-    if method == "rapl":
+def comparisons_for(method: str, labels: list[Label], anchor: str = "best") -> list[Comparison]:
+    if method == "rapl" and anchor == "best":
         return [(ids[1], ids[2], 1.0, ids[0]) if p is None else (ids[0], ids[1], p, None) for ids, p in labels]
     return [(a, b, p, None) for a, b, p in pairs_of(labels)]
 
@@ -104,7 +105,7 @@ def train_reward(model, features: dict[str, torch.Tensor], labels: list[Label], 
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     train_labels, val_labels = split_labels(labels, cfg.val_fraction, cfg.seed)
-    train, val = comparisons_for(model.cfg.method, train_labels), comparisons_for(model.cfg.method, val_labels)
+    train, val = (comparisons_for(model.cfg.method, part, model.cfg.anchor) for part in (train_labels, val_labels))
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise RobalignError(f"reward {model.cfg.method!r} has nothing to train")
