@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--relative", type=int, default=1, help="features relative to the first frame (1) or not (0)")
     parser.add_argument("--hidden", type=int, default=0)
     parser.add_argument("--features", default="pooled", choices=["pooled", "spatial"])
-    parser.add_argument("--anchor", default="best", choices=["best", "demos"], help="rapl's anchor")
+    parser.add_argument("--anchor", default="demos", choices=["best", "demos"], help="rapl's anchor")
     parser.add_argument("--embed", type=int, default=32)
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: two benchmarks share 2 cores)")

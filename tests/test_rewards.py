@@ -1,5 +1,6 @@
 """Visual rewards: the Sinkhorn layer, encoders, reward models, training, checkpoints, errors."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -137,12 +138,12 @@ def held_out_rho(model, feats, quality):
     return spearmanr(totals, [quality[t] for t in ids]).statistic
 
 
-@pytest.mark.parametrize("method", ["rapl", "rlhf"])
-def test_training_learns_what_the_person_prefers(method):
+@pytest.mark.parametrize("method, anchor", [("rapl", "best"), ("rapl", "demos"), ("rlhf", "best")])
+def test_training_learns_what_the_person_prefers(method, anchor):
     feats, quality = synthetic_features(60, seed=0)
     held_feats, held_quality = synthetic_features(30, seed=1)
     labels = triplet_labels(quality, 120, seed=0)
-    model = make_reward(small_config(method))
+    model = make_reward(dataclasses.replace(small_config(method), anchor=anchor))
     model.demos = [feats[t] for t in preferred_ids(labels, 3)]
     before = held_out_rho(model, held_feats, held_quality)
     history = train_reward(model, feats, labels, TrainConfig(lr=3e-3, max_epochs=40, patience=10), progress=False)

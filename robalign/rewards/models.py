@@ -49,7 +49,7 @@ class RewardConfig:
     relative: bool = True  # features minus the first frame's: removes what never moves (table, distractors' colours)
     sinkhorn_eps: float = 0.1  # entropic regularisation of the OT reward (costs are in [0, 2])
     sinkhorn_iters: int = 25
-    anchor: str = "best"  # rapl triplets: "best" (RAPL: middle beats worst measured against the best video) or
+    anchor: str = "demos"  # rapl triplets: "best" (RAPL: middle beats worst measured against the best video) or
     # "demos" (every implied pair measured against the demos, as the reward is used)
     objective: str | None = None  # the objective the preferences came from (oracle scores with it)
     env: str | None = None
