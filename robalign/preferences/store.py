@@ -343,13 +343,7 @@ class PreferenceStore:
     def comparisons(self) -> list[tuple[str, str, float]]:
         """Every answer as pairwise labels: (traj_i, traj_j, P(i preferred over j)); a
         ranked triplet [i, j, k] gives its three implied pairs."""
-        out = []
-        for ids, p in self.labels():
-            if p is not None:
-                out.append((ids[0], ids[1], p))
-            else:
-                out += [(ids[i], ids[j], 1.0) for i in range(3) for j in range(i + 1, 3)]
-        return out
+        return pairs_of(self.labels())
 
     # ---- export / import ---------------------------------------------------------------------
     def export_parquet(self, directory: str | Path) -> Path:
@@ -419,6 +413,17 @@ class PreferenceStore:
 
 
 # ---- helpers ------------------------------------------------------------------------------
+def pairs_of(labels: list[tuple[tuple[str, ...], float | None]]) -> list[tuple[str, str, float]]:
+    """Labels as `labels()` gives them -> pairs (a, b, P(a over b)); a triplet gives its three pairs."""
+    out = []
+    for ids, p in labels:
+        if p is not None:
+            out.append((ids[0], ids[1], float(p)))
+        else:
+            out += [(ids[i], ids[j], 1.0) for i in range(3) for j in range(i + 1, 3)]
+    return out
+
+
 def _open_to(annotator_id: str, answers_per_query: int) -> tuple:
     """WHERE clauses of the queries still open to an annotator: not yet answered (or skipped)
     by them, and fewer than `answers_per_query` non-skip answers from anyone."""

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from robalign.errors import RobalignError
+from robalign.preferences.store import pairs_of
 
 Label = tuple[tuple[str, ...], "float | None"]
 
@@ -58,17 +59,6 @@ def preferred_ids(labels: list[Label], k: int, l2: float = 0.05) -> list[str]:
     opt.step(closure)
     final = scores.detach().numpy()
     return sorted(ids, key=lambda t: (-round(float(final[index[t]]), 9), t))[:k]
-
-
-def pairs_of(labels: list[Label]) -> list[tuple[str, str, float]]:
-    """Every label as pairs (a, b, P(a over b)); a triplet gives its three pairs."""
-    out = []
-    for ids, p in labels:
-        if p is not None:
-            out.append((ids[0], ids[1], float(p)))
-        else:
-            out += [(ids[i], ids[j], 1.0) for i in range(3) for j in range(i + 1, 3)]
-    return out
 
 
 def load_videos(store, ids: list[str]) -> dict:

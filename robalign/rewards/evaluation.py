@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from robalign.rewards.data import Label, pairs_of
+from robalign.preferences.store import pairs_of
+from robalign.rewards.data import Label
 
 
 def _rho(x, y) -> float | None:

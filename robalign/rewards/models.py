@@ -65,6 +65,7 @@ class RewardModel(nn.Module):
     """Base: scores padded feature batches; subclasses define `step_rewards`."""
 
     trainable = True
+    visual = True  # scores frames (every reward but the oracle, which reads privileged info)
 
     def __init__(self, cfg: RewardConfig):
         super().__init__()
@@ -115,14 +116,9 @@ class RewardModel(nn.Module):
         return self.prepare(feats)
 
     # ---- scoring -----------------------------------------------------------------------
-    def step_rewards(self, feats: torch.Tensor, mask: torch.Tensor, anchors=None) -> torch.Tensor:
+    def step_rewards(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, N, F) features, (B, N) mask -> (B, N) per-frame rewards (0 on padding)."""
         raise NotImplementedError
-
-    def trajectory_rewards(self, feats: list[torch.Tensor], anchors: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """K sequences of (N_k, F) features -> (K,) summed rewards."""
-        x, mask = pad_sequences(feats)
-        return self.step_rewards(x, mask, anchors).sum(-1)
 
     @torch.no_grad()
     def reward(self, trajectory: Trajectory, features: torch.Tensor | None = None) -> np.ndarray:
@@ -160,10 +156,9 @@ class OTReward(RewardModel):
         x = self.prepare(feats)
         return self.head(x) if self.head is not None else x
 
-    def step_rewards(self, feats, mask, anchors=None):
-        """Against `anchors` ((B) list of (M, F), one per row) or, by default, the closest of the demos."""
-        anchor_emb = None if anchors is None else [self.embed_features(a) for a in anchors]
-        return self.embedded_step_rewards(self.embed_features(feats), mask, anchor_emb)
+    def step_rewards(self, feats, mask):
+        """Against the closest of the demos (training also scores against anchors: embedded_step_rewards)."""
+        return self.embedded_step_rewards(self.embed_features(feats), mask)
 
     def embedded_step_rewards(self, x: torch.Tensor, mask: torch.Tensor,
                               anchors: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -201,7 +196,7 @@ class RLHFReward(RewardModel):
         super().__init__(cfg)
         self.head = head(cfg, 1)
 
-    def step_rewards(self, feats, mask, anchors=None):
+    def step_rewards(self, feats, mask):
         return self.head(self.prepare(feats)).squeeze(-1) * mask
 
     def logit_scale(self) -> torch.Tensor:
@@ -213,6 +208,7 @@ class OracleReward(RewardModel):
     otherwise its trajectory value spread evenly over the steps."""
 
     trainable = False
+    visual = False
 
     def __init__(self, cfg: RewardConfig):
         super().__init__(cfg)

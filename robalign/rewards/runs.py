@@ -30,7 +30,7 @@ def learn_reward(store, cfg: RewardConfig, train: TrainConfig, output_dir: str |
     check_labels(labels)
     ids = sorted({t for group, _ in labels for t in group})
     demo_names: list[str] = []
-    if model.trainable or cfg.method == "imagenet-ot":
+    if model.visual:
         trajectories = load_videos(store, ids)
         features = compute_features(model, trajectories, progress=progress)
         if cfg.method in ("rapl", "imagenet-ot"):
@@ -70,9 +70,8 @@ def evaluate_reward(reward_dir: str | Path, store, output_dir: str | Path, objec
     ids = store.trajectory_ids()
     if not ids:
         raise RobalignError("the preference store has no trajectories to evaluate the reward on")
-    trajectories = load_videos(store, ids) if model.trainable or model.demos else {
-        t: store.load_trajectory(t) for t in ids}
-    features = compute_features(model, trajectories, progress=progress) if model.demos or model.trainable else None
+    trajectories = load_videos(store, ids) if model.visual else {t: store.load_trajectory(t) for t in ids}
+    features = compute_features(model, trajectories, progress=progress) if model.visual else None
     truth = get_objective(objective_name) if objective_name else None
     metrics = evaluate(model, trajectories, labels, truth, features)
     truth_values, learned = metrics.pop("_truth", None), metrics.pop("_learned", None)

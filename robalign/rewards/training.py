@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from robalign.errors import RobalignError
-from robalign.rewards.data import Label, check_labels, pairs_of
+from robalign.preferences.store import pairs_of
+from robalign.rewards.data import Label, check_labels
 from robalign.rewards.sinkhorn import pad_sequences
 
 
