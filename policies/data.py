@@ -1,0 +1,114 @@
+"""Demonstrations as training windows: what every policy's training loop samples from.
+
+A LeRobotDataset written by `robalign demos` is read once into memory (low-dim columns
+straight from its parquet files; video frames decoded only when a policy reads `image`).
+Sample i is frame t of some episode with, as lerobot's delta timestamps give it,
+    observations t-To+1 .. t           (before the episode start: the first frame repeated)
+    actions      t-To+1 .. t-To+Hz     (past the end: the last action repeated, flagged in
+                                        `action_is_pad`)
+Batches are gathered with tensor indexing rather than one item at a time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robalign.errors import RobalignError
+
+# env observation key -> dataset column
+COLUMNS = {"state": "observation.state", "environment_state": "observation.environment_state",
+           "image": "observation.image", "action": "action"}
+
+
+def dataset_root(path: str | Path) -> Path:
+    """The LeRobotDataset root of a `robalign demos` run directory or of the dataset itself."""
+    root = Path(path)
+    root = root / "dataset" if (root / "dataset" / "meta").is_dir() else root
+    if not (root / "meta" / "info.json").is_file():
+        raise RobalignError(f"dataset={str(path)!r} is not a LeRobotDataset (no meta/info.json); give a "
+                            f"directory written by `robalign demos`")
+    return root
+
+
+class DemoWindows:
+    """Every frame of every demo episode, ready to be gathered into training batches.
+
+    Attributes: arrays {key: (F, ...) tensor over all F frames}, episode_start / episode_end
+    (F,) frame index bounds of each frame's episode, modes (episodes,), instructions.
+    """
+
+    def __init__(self, path: str | Path, keys: tuple[str, ...], n_obs_steps: int, horizon: int,
+                 max_episodes: int | None = None):
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+        root = dataset_root(path)
+        ds = LeRobotDataset("robalign/demos", root=root)
+        missing = [COLUMNS[k] for k in (*keys, "action") if COLUMNS[k] not in ds.meta.features]
+        if missing:
+            raise RobalignError(f"dataset {str(root)!r} lacks {', '.join(missing)}; it has "
+                                f"{', '.join(sorted(ds.meta.features))}")
+        table = ds.hf_dataset.with_format("numpy")
+        episode = np.asarray(table["episode_index"])
+        keep = np.ones_like(episode, dtype=bool) if max_episodes is None else episode < np.unique(episode)[:max_episodes].max() + 1
+        self.arrays = {k: torch.as_tensor(np.stack(table[COLUMNS[k]])[keep]).float()
+                       for k in (*keys, "action") if k != "image"}
+        if "image" in keys:
+            self.arrays["image"] = _decode_frames(ds, np.flatnonzero(keep))
+        episode = episode[keep]
+        self.modes = [str(m) for m in np.asarray(table["mode"])[keep]]
+        if len(episode) == 0:
+            raise RobalignError(f"dataset {str(root)!r} has no frames")
+        change = np.flatnonzero(np.diff(episode)) + 1
+        starts, ends = np.r_[0, change], np.r_[change, len(episode)] - 1
+        lengths = ends - starts + 1
+        self.episode_start = torch.as_tensor(np.repeat(starts, lengths))
+        self.episode_end = torch.as_tensor(np.repeat(ends, lengths))
+        self.episode_modes = [self.modes[s] for s in starts]
+        self.n_obs_steps, self.horizon = n_obs_steps, horizon
+        self.root = root
+
+    def __len__(self) -> int:
+        return len(self.episode_start)
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episode_modes)
+
+    def stats(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Min and max per dimension of each low-dim key (images are scaled by 1/255 instead)."""
+        return {k: {"min": v.min(0).values, "max": v.max(0).values} for k, v in self.arrays.items() if k != "image"}
+
+    def shapes(self) -> dict[str, int]:
+        """Data sizes a policy config needs: state_dim, env_state_dim, action_dim, image_size."""
+        out = {"state_dim": self.arrays["state"].shape[1], "action_dim": self.arrays["action"].shape[1]}
+        if "environment_state" in self.arrays:
+            out["env_state_dim"] = self.arrays["environment_state"].shape[1]
+        if "image" in self.arrays:
+            out["image_size"] = self.arrays["image"].shape[1]
+        return out
+
+    def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training batch for frames `index` (B,): obs (B, To, ...), action (B, Hz, A), action_is_pad (B, Hz)."""
+        To = self.n_obs_steps
+        start, end = self.episode_start[index, None], self.episode_end[index, None]
+        obs_idx = torch.maximum(index[:, None] + torch.arange(1 - To, 1), start)
+        act_raw = index[:, None] + torch.arange(1 - To, 1 - To + self.horizon)
+        act_idx = act_raw.clamp(min=start, max=end)
+        out = {k: v[obs_idx] for k, v in self.arrays.items() if k != "action"}
+        out["action"] = self.arrays["action"][act_idx]
+        out["action_is_pad"] = (act_raw > end) | (act_raw < start)
+        return out
+
+
+def _decode_frames(ds, rows: np.ndarray) -> torch.Tensor:
+    """(F, H, W, 3) uint8 frames of the chosen rows, decoded once through lerobot."""
+    from tqdm.auto import tqdm
+
+    frames = []
+    for i in tqdm(rows, desc="decode demo video", unit="frame", leave=False):
+        chw = ds[int(i)]["observation.image"]
+        frames.append((chw.permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8))
+    return torch.stack(frames)
