@@ -119,6 +119,12 @@ class FrankaTaskEnv(gym.Env):
     def is_success(self) -> bool:
         raise NotImplementedError
 
+    @staticmethod
+    def behaviour_mode(trajectory) -> str | None:
+        """Which of `modes` a recorded trajectory shows, read from its privileged info (for
+        evaluation's mode shares); None when the task does not tell its modes apart."""
+        return None
+
     def plan(self, mode: str, rng: np.random.Generator) -> list:
         """The scripted expert's waypoints for one mode (see robalign.envs.experts)."""
         raise NotImplementedError

@@ -235,9 +235,7 @@ class ChunkActor:
         if not self.queue:
             window = {k: torch.stack([h[k] for h in self.history])[None].to(self.policy.device)
                       for k in step}
-            for key in self.policy.input_shapes():
-                if key not in window:  # let check_observation name the missing key
-                    window[key] = torch.empty(0)
+            self.policy.check_observation(window)  # names a missing key or a wrong shape
             with torch.no_grad():
                 chunk = self.policy.predict_action_chunk(window, generator=self.generator)[0]
             self.queue.extend(chunk.cpu().numpy())

@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -73,8 +74,12 @@ class TrainConfig:
 
 def pretrain(policy_name: str, dataset: str | Path, output_dir: str | Path, train: TrainConfig,
              policy_overrides: dict | None = None, resume: bool = False, max_episodes: int | None = None,
-             progress: bool = True) -> Path:
-    """Train `policy_name` on the demos at `dataset`; returns output_dir/policy."""
+             progress: bool = True, before_training: Callable[[], None] | None = None) -> Path:
+    """Train `policy_name` on the demos at `dataset`; returns output_dir/policy.
+
+    Everything is checked (dataset, policy settings, a resumable checkpoint) before the
+    first file is written; `before_training` runs then, with output_dir created.
+    """
     from accelerate import Accelerator
 
     out = Path(output_dir)
@@ -92,6 +97,10 @@ def pretrain(policy_name: str, dataset: str | Path, output_dir: str | Path, trai
     last = out / "checkpoints" / "last"
     if resume:
         step, history = _restore(last, policy, ema, optimizer, generator, policy_name, train)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        if before_training is not None:
+            before_training()
     policy, optimizer = accelerator.prepare(policy, optimizer)
     raw = accelerator.unwrap_model(policy)
     writer = _tensorboard(out) if accelerator.is_main_process else None

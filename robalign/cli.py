@@ -36,6 +36,8 @@ def compose(verb: str, overrides: list[str]) -> DictConfig:
         if override.startswith(("+", "~")):
             raise RobalignError(f"{override!r}: adding or deleting settings is not allowed; "
                                 f"valid settings: {', '.join(_settings(verb))}")
+    if verb in PRESET_VERBS:  # `policy=NAME` picks a preset from configs/policy_preset/
+        overrides = [f"policy_preset@{o}" if o.startswith("policy=") else o for o in overrides]
     try:
         with initialize_config_module("robalign.configs", version_base="1.3"):
             cfg = hydra_compose(config_name=config_name(verb), overrides=overrides)
@@ -43,6 +45,12 @@ def compose(verb: str, overrides: list[str]) -> DictConfig:
         raise RobalignError(_explain_hydra_error(verb, err)) from None
     OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+# Verbs where `policy=NAME` names a policy preset (a config group); elsewhere `policy=PATH`
+# is a checkpoint directory. The group is not called `policy`, because Hydra would then read
+# every `policy=PATH` as a group choice.
+PRESET_VERBS = {"pretrain"}
 
 
 def config_name(verb: str) -> str:
@@ -55,6 +63,11 @@ def _explain_hydra_error(verb: str, err: Exception) -> str:
     if text.startswith("Could not override '"):
         key = text.split("'", 2)[1]
         return f"unknown setting {key!r} for `robalign {verb}`; valid settings: {', '.join(_settings(verb))}"
+    if "Could not find 'policy_preset/" in text:
+        from robalign.configs import group_options
+
+        name = text.split("Could not find 'policy_preset/", 1)[1].split("'", 1)[0]
+        return f"unknown policy {name!r}; valid choices: {', '.join(group_options('policy_preset'))}"
     if "Could not find 'env/" in text:
         import robalign.envs as envs
 
@@ -275,11 +288,69 @@ def run_reward_eval(cfg: DictConfig) -> dict:
     return metrics
 
 
+def run_pretrain(cfg: DictConfig) -> Path:
+    """Imitation-pretrain a policy (diffusion, ...) on demonstrations."""
+    import torch
+
+    from robalign.data.outputs import check_output_dir, default_output_dir
+    from robalign.policies.training import TrainConfig, pretrain
+
+    if cfg.dataset is None:
+        raise RobalignError("dataset=PATH is required: a directory written by `robalign demos`")
+    out = Path(cfg.output_dir or default_output_dir("pretrain"))
+    if cfg.resume:
+        if not (out / "checkpoints").is_dir():
+            raise RobalignError(f"resume=true needs output_dir to be an earlier pretrain run; "
+                                f"{str(out)!r} has no checkpoints/")
+    else:
+        check_output_dir(out)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    train = TrainConfig(steps=cfg.steps, **OmegaConf.to_container(cfg.train))
+    overrides = OmegaConf.to_container(cfg.policy.config)
+    _check_dataset_env(cfg.dataset, cfg.env.name)
+    policy_dir = pretrain(cfg.policy.name, cfg.dataset, out, train, overrides, resume=cfg.resume,
+                          max_episodes=cfg.max_episodes, progress=cfg.progress,
+                          before_training=lambda: _save_config(cfg, out))
+    print(f"wrote the {cfg.policy.name} policy to {policy_dir}")
+    return policy_dir
+
+
+def _check_dataset_env(dataset: str, env_name: str) -> None:
+    """Demos of one task cannot pretrain a policy for another (a `robalign demos` run
+    records its env in config.yaml beside the dataset)."""
+    from robalign.policies.data import dataset_root
+
+    recorded = dataset_root(dataset).parent / "config.yaml"
+    recorded_env = OmegaConf.load(recorded).get("env", {}).get("name") if recorded.is_file() else None
+    if recorded_env and recorded_env != env_name:
+        raise RobalignError(f"dataset {dataset!r} holds {recorded_env} demos, but env={env_name}; "
+                            f"pass env={recorded_env} or demos of {env_name}")
+
+
+def run_eval(cfg: DictConfig) -> dict:
+    """Evaluate a policy on held-out seeds: metrics.json, videos, summary.png."""
+    from robalign.data.outputs import check_output_dir, default_output_dir
+    from robalign.policies.evaluation import EvalConfig, evaluate
+
+    if cfg.policy is None:
+        raise RobalignError("policy=PATH is required: a policy directory written by `robalign pretrain`")
+    out = check_output_dir(cfg.output_dir or default_output_dir("eval"))
+    ecfg = EvalConfig(episodes=cfg.episodes, seed=cfg.seed, launcher=cfg.launcher, num_envs=cfg.num_envs,
+                      videos=cfg.videos, distractors=cfg.env.distractors, max_steps=cfg.max_steps)
+    metrics = evaluate(cfg.policy, cfg.env.name, out, ecfg, progress=cfg.progress,
+                       config_text=OmegaConf.to_yaml(cfg, resolve=True))
+    lo, hi = metrics["success_ci95"]
+    print(f"success {metrics['success_rate']:.0%} (95% CI {lo:.0%}-{hi:.0%}) over {metrics['episodes']} episodes; "
+          f"modes {json.dumps({k: round(v, 2) for k, v in metrics['mode_share'].items()})}; wrote {out}")
+    return metrics
+
+
 VERBS: dict[str, Callable[[DictConfig], object]] = {
     "demos": run_demos, "envs": run_envs, "rollouts": run_rollouts,
     "prefs serve": run_prefs_serve, "prefs annotator": run_prefs_annotator, "prefs queries": run_prefs_queries,
     "prefs simulate": run_prefs_simulate, "prefs export": run_prefs_export, "prefs import": run_prefs_import,
-    "reward": run_reward, "reward eval": run_reward_eval,
+    "reward": run_reward, "reward eval": run_reward_eval, "pretrain": run_pretrain, "eval": run_eval,
 }
 GROUPS = {verb.split()[0] for verb in VERBS if " " in verb}  # two-word verbs: `robalign prefs serve`
 

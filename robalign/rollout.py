@@ -13,6 +13,40 @@ import numpy as np
 from robalign.types import Trajectory
 
 
+class EpisodeRecorder:
+    """Collects one episode step by step into a Trajectory.
+
+    `add(obs, info, action)` records the observation and privileged info seen before
+    `action`; `finish(success, ...)` builds the Trajectory. Both the serial `record_episode`
+    and the vector-env evaluator feed their episodes through it.
+    """
+
+    def __init__(self):
+        self.frames, self.states, self.env_states, self.actions, self.privileged = [], [], [], [], []
+
+    def add(self, obs: dict, info: dict, action: np.ndarray) -> None:
+        if "image" in obs:
+            self.frames.append(obs["image"])
+        self.states.append(obs["state"])
+        self.env_states.append(obs["environment_state"])
+        self.privileged.append(info["privileged"])
+        self.actions.append(np.asarray(action, dtype=np.float32))
+
+    def finish(self, success: bool, instruction: str, mode: str | None, provenance: dict) -> Trajectory:
+        privileged = self.privileged
+        return Trajectory(
+            frames=np.stack(self.frames) if self.frames else None,
+            state=np.stack(self.states),
+            action=np.stack(self.actions),
+            env_state=np.stack(self.env_states),
+            instruction=instruction,
+            success=bool(success),
+            info={k: np.stack([np.asarray(p[k], dtype=np.float32) for p in privileged]) for k in privileged[0]},
+            mode=mode,
+            provenance=provenance,
+        )
+
+
 def record_episode(
     env,
     act: Callable[[dict], np.ndarray],
@@ -34,33 +68,17 @@ def record_episode(
         on_reset()
     if video is not None:
         video.append(env.render())
-    frames, states, env_states, actions, privileged = [], [], [], [], []
-    success = False
+    recorder = EpisodeRecorder()
     while True:
         action = np.asarray(act(obs), dtype=np.float32)
-        if "image" in obs:
-            frames.append(obs["image"])
-        states.append(obs["state"])
-        env_states.append(obs["environment_state"])
-        privileged.append(info["privileged"])
-        actions.append(action)
+        recorder.add(obs, info, action)
         obs, _, terminated, truncated, info = env.step(action)
         if video is not None:
             video.append(env.render())
         if terminated or truncated:
-            success = bool(info["is_success"])
             break
-    return Trajectory(
-        frames=np.stack(frames) if frames else None,
-        state=np.stack(states),
-        action=np.stack(actions),
-        env_state=np.stack(env_states),
-        instruction=env.instruction,
-        success=success,
-        info={k: np.stack([np.asarray(p[k], dtype=np.float32) for p in privileged]) for k in privileged[0]},
-        mode=mode,
-        provenance={"env": env.name, "seed": int(seed), "distractors": env.distractors, **(provenance or {})},
-    )
+    return recorder.finish(info["is_success"], env.instruction, mode,
+                           {"env": env.name, "seed": int(seed), "distractors": env.distractors, **(provenance or {})})
 
 
 def expert_episode(env, mode: str, seed: int, video: list | None = None, noise: float = 0.0,

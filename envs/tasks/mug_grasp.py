@@ -126,6 +126,14 @@ class MugGrasp(FrankaTaskEnv):
         return self.lifted() >= SUCCESS_LIFT
 
     # ---- scripted expert -----------------------------------------------------------------
+    @staticmethod
+    def behaviour_mode(trajectory):
+        """The part the fingers touched most: `handle` or `rim` (None: touched neither)."""
+        handle, rim = trajectory.info["handle_contact"].sum(), trajectory.info["rim_contact"].sum()
+        if handle == rim == 0:
+            return None
+        return "handle" if handle >= rim else "rim"
+
     def plan(self, mode, rng):
         centre, heading = self.mug_pos(), self.mug_yaw()
         rim_z = centre[2] + HALF_H

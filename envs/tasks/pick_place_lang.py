@@ -152,6 +152,18 @@ class PickPlaceLang(FrankaTaskEnv):
 
         return max((cube_yaw, cube_yaw - np.sign(cube_yaw + 1e-9) * np.pi / 2), key=room)
 
+    @staticmethod
+    def behaviour_mode(trajectory):
+        """`lift-high` if, while commanding the gripper closed, it rose more than 14 cm above
+        the target cube's start (that mode carries 18-24 cm up; `direct` about 8 cm, just
+        clearing the bowl), else `direct`. Before the grasp and after the drop both modes
+        move high, so only the carry counts."""
+        held = trajectory.action[:, 6] > 0
+        if not held.any():
+            return None
+        rise = trajectory.info["eef_pos"][held, 2].max() - trajectory.info["target_pos"][0, 2]
+        return "lift-high" if rise > 0.14 else "direct"
+
     def plan(self, mode, rng):
         cube, bowl = self.cube_pos(self.target), self.bowl_pos()
         yaw = self.grasp_yaw(self.target)

@@ -80,6 +80,16 @@ class ReachAround(FrankaTaskEnv):
         near = np.linalg.norm(self.eef_pos() - self.goal_pos()) < GOAL_TOLERANCE
         return bool(near and self.vase_tilt() < TOPPLED)
 
+    @staticmethod
+    def behaviour_mode(trajectory):
+        """`over` if the gripper is above the vase's top where it passes the vase, else the
+        side it passes on."""
+        eef, vase = trajectory.info["eef_pos"], trajectory.info["vase_pos"]
+        t = int(np.argmin(np.abs(eef[:, 0] - vase[:, 0])))
+        if eef[t, 2] > vase[t, 2] + VASE_HALF_HEIGHT:
+            return "over"
+        return "left" if eef[t, 1] > vase[t, 1] else "right"
+
     # ---- scripted expert -----------------------------------------------------------------
     def plan(self, mode, rng):
         vase, goal, start = self.vase_pos(), self.goal_pos(), self.eef_pos()

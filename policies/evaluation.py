@@ -1,0 +1,292 @@
+"""Evaluate a policy: seeded episodes in parallel, metrics with intervals, videos, a plot.
+
+Episode i runs on env seed `seed + i` with the policy's sampling noise seeded by the same
+number, and the policy always acts on one episode at a time (batch 1), so an episode's
+result depends on its seed alone: the serial run, the vector-env run and the Ray run of the
+same seeds record the same trajectories.
+
+Launchers:
+    serial  one env in this process
+    vector  gymnasium's AsyncVectorEnv: `num_envs` env processes step in parallel while this
+            process runs the policy for all of them (the default; both cores busy here)
+    ray     a Ray cluster (a local one unless RAY_ADDRESS is set): seeds are split across
+            `num_envs` tasks, each running serial episodes
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from robalign.errors import RobalignError, UnknownNameError
+from robalign.types import Trajectory
+
+LAUNCHERS = ("serial", "vector", "ray")
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    episodes: int = 50          # episodes to run (> 0)
+    seed: int = 100000          # episode i uses env seed seed + i (demos use 0, 1, ...: these are held out)
+    launcher: str = "vector"    # serial | vector | ray
+    num_envs: int = 2           # parallel envs (vector) or tasks (ray)
+    videos: int = 2             # how many of the first episodes to also render as mp4 (256 px)
+    distractors: bool = False   # random colours, distractor objects and camera jitter
+    max_steps: int | None = None  # episode length limit; null: the task's default
+
+    def __post_init__(self):
+        if not isinstance(self.episodes, int) or self.episodes <= 0:
+            raise RobalignError(f"episodes must be a positive int; got {self.episodes!r}")
+        if self.launcher not in LAUNCHERS:
+            raise UnknownNameError("launcher", self.launcher, list(LAUNCHERS))
+        if not isinstance(self.num_envs, int) or self.num_envs < 1:
+            raise RobalignError(f"num_envs must be an int >= 1; got {self.num_envs!r}")
+        if not isinstance(self.videos, int) or self.videos < 0:
+            raise RobalignError(f"videos must be an int >= 0; got {self.videos!r}")
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.episodes)]
+
+
+def env_options(policy, cfg: EvalConfig) -> dict:
+    """Env settings a policy needs: a camera only when it reads images."""
+    shapes = policy.input_shapes()
+    opts = {"distractors": cfg.distractors, "camera": "image" in shapes, "max_steps": cfg.max_steps}
+    if "image" in shapes:
+        opts["image_size"] = int(shapes["image"][0])
+    return opts
+
+
+# ---- launchers -----------------------------------------------------------------------------
+def run_serial(policy, env_name: str, seeds: list[int], options: dict, progress=None,
+               videos: dict[int, list] | None = None) -> list[Trajectory]:
+    """Episodes one after another in this process; `videos` {seed: []} collects 256 px frames."""
+    import robalign.envs as envs
+    from robalign.rollout import record_episode
+
+    out = []
+    env = envs.make(env_name, render_mode="rgb_array" if videos else None, **options)
+    try:
+        for seed in seeds:
+            out.append(record_episode(env, policy.actor(seed).act, seed,
+                                      provenance={"actor": f"policy:{policy.name}"}, video=(videos or {}).get(seed)))
+            if progress is not None:
+                progress.update(1)
+    finally:
+        env.close()
+    return out
+
+
+def run_vector(policy, env_name: str, seeds: list[int], options: dict, num_envs: int, progress=None) -> list[Trajectory]:
+    """Episodes on a gymnasium AsyncVectorEnv; each slot takes the next seed when it finishes."""
+    from gymnasium.vector import AsyncVectorEnv, AutoresetMode
+
+    import robalign.envs as envs
+    from robalign.rollout import EpisodeRecorder
+
+    n = min(num_envs, len(seeds))
+    vec = AsyncVectorEnv([lambda: envs.make(env_name, **options) for _ in range(n)],
+                         autoreset_mode=AutoresetMode.DISABLED, context="spawn")
+    results: dict[int, Trajectory] = {}
+    try:
+        queue = list(seeds)
+        slot_seed = queue[:n]
+        del queue[:n]
+        obs, info = vec.reset(seed=slot_seed)
+        actors = [policy.actor(s) for s in slot_seed]
+        recorders = [EpisodeRecorder() for _ in range(n)]
+        active = np.ones(n, dtype=bool)
+        while active.any():
+            actions = np.zeros((n, *vec.single_action_space.shape), dtype=np.float32)
+            for i in np.flatnonzero(active):
+                obs_i, info_i = _slot(obs, i), {"privileged": _slot(info["privileged"], i)}
+                actions[i] = actors[i].act(obs_i)
+                recorders[i].add(obs_i, info_i, actions[i])
+            obs, _, terminated, truncated, info = vec.step(actions)
+            done = active & (terminated | truncated)
+            for i in np.flatnonzero(done):
+                results[slot_seed[i]] = recorders[i].finish(
+                    bool(info["is_success"][i]), str(obs["instruction"][i]), None,
+                    {"env": env_name, "seed": int(slot_seed[i]), "distractors": bool(options.get("distractors")),
+                     "actor": f"policy:{policy.name}"})
+                if progress is not None:
+                    progress.update(1)
+                if queue:
+                    slot_seed[i] = queue.pop(0)
+                    actors[i], recorders[i] = policy.actor(slot_seed[i]), EpisodeRecorder()
+                else:
+                    active[i] = False
+            restart = done & active
+            if restart.any():
+                new_obs, new_info = vec.reset(seed=[int(s) for s in slot_seed], options={"reset_mask": restart})
+                for i in np.flatnonzero(restart):
+                    _set_slot(obs, new_obs, i)
+                    _set_slot(info["privileged"], new_info["privileged"], i)
+    finally:
+        vec.close()
+    return [results[s] for s in seeds]
+
+
+def _slot(batched: dict, i: int) -> dict:
+    return {k: v[i] for k, v in batched.items() if not k.startswith("_")}
+
+
+def _set_slot(batched: dict, new: dict, i: int) -> None:
+    for k, v in new.items():
+        if not k.startswith("_"):
+            batched[k] = np.array(batched[k], copy=True) if not isinstance(batched[k], tuple) else list(batched[k])
+            batched[k][i] = v[i]
+
+
+def run_ray(policy_dir: str, env_name: str, seeds: list[int], options: dict, num_tasks: int) -> list[Trajectory]:
+    """Seeds split across `num_tasks` Ray tasks, each loading the policy and running serially."""
+    try:
+        import ray
+    except ImportError:
+        raise RobalignError("launcher=ray needs Ray: pip install 'ray==2.60.0'") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=num_tasks, include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=1)(_ray_episodes)
+        parts = [seeds[i::num_tasks] for i in range(num_tasks) if seeds[i::num_tasks]]
+        done = ray.get([task.remote(policy_dir, env_name, part, options) for part in parts])
+    finally:
+        if started:
+            ray.shutdown()
+    by_seed = {t.provenance["seed"]: t for part in done for t in part}
+    return [by_seed[s] for s in seeds]
+
+
+def _ray_episodes(policy_dir: str, env_name: str, seeds: list[int], options: dict) -> list[Trajectory]:
+    import torch
+
+    from robalign.policies import load_policy
+
+    torch.set_num_threads(1)
+    return run_serial(load_policy(policy_dir), env_name, seeds, options)
+
+
+# ---- metrics -------------------------------------------------------------------------------
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (sound at 0 and n successes, unlike p ± z se)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def episode_metrics(trajectories: list[Trajectory], env_name: str) -> dict:
+    """metrics.json's figures: success with its interval, objective means (and the share
+    meeting each objective's threshold), behaviour-mode shares, episode length."""
+    import robalign.envs as envs
+
+    n = len(trajectories)
+    wins = sum(t.success for t in trajectories)
+    objectives, satisfied = {}, {}
+    for name in envs.objectives_for(env_name):
+        obj = envs.get_objective(name)
+        objectives[name] = float(np.mean([obj(t) for t in trajectories]))
+        if obj.threshold is not None:
+            satisfied[name] = float(np.mean([obj.satisfied(t) for t in trajectories]))
+    classify = envs.env_class(env_name).behaviour_mode
+    modes = [classify(t) for t in trajectories]
+    counts: dict[str, int] = {m: 0 for m in envs.env_class(env_name).modes}
+    for m in modes:
+        counts[m or "unclassified"] = counts.get(m or "unclassified", 0) + 1
+    lengths = [len(t) for t in trajectories]
+    return {
+        "env": env_name,
+        "episodes": n,
+        "success_rate": wins / n,
+        "success_ci95": list(wilson_interval(wins, n)),
+        "objectives": objectives,
+        "objective_satisfied": satisfied,
+        "mode_share": {m: c / n for m, c in counts.items()},
+        "episode_length": float(np.mean(lengths)),
+        "episode_length_std": float(np.std(lengths)),
+    }
+
+
+def evaluate(policy_dir: str | Path, env_name: str, output_dir: str | Path, cfg: EvalConfig,
+             progress: bool = True, config_text: str | None = None) -> dict:
+    """Run cfg.episodes episodes of the policy at `policy_dir` on `env_name`; write
+    metrics.json, episodes.json, videos/*.mp4 and summary.png into `output_dir`."""
+    import torch
+    from tqdm.auto import tqdm
+
+    import robalign.envs as envs
+    from robalign.data.outputs import atomic_output_dir
+    from robalign.data.videos import write_mp4
+
+    from . import load_policy
+
+    envs.env_class(env_name)  # unknown env: fail before loading anything
+    policy = load_policy(policy_dir)
+    options = env_options(policy, cfg)
+    seeds = cfg.seeds
+    torch.set_num_threads(1)  # the policy shares the cores with the env processes
+    with atomic_output_dir(output_dir) as tmp:
+        if config_text is not None:
+            (tmp / "config.yaml").write_text(config_text)
+        bar = tqdm(total=len(seeds), desc=f"eval {env_name}", unit="ep", disable=not progress)
+        if cfg.launcher == "serial":
+            trajectories = run_serial(policy, env_name, seeds, options, bar)
+        elif cfg.launcher == "vector":
+            trajectories = run_vector(policy, env_name, seeds, options, cfg.num_envs, bar)
+        else:
+            trajectories = run_ray(str(Path(policy_dir).absolute()), env_name, seeds, options, cfg.num_envs)
+            bar.update(len(seeds))
+        bar.close()
+        metrics = episode_metrics(trajectories, env_name)
+        metrics.update({"policy": str(Path(policy_dir).absolute()), "seeds": [seeds[0], seeds[-1]],
+                        "launcher": cfg.launcher, "distractors": cfg.distractors})
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        classify = envs.env_class(env_name).behaviour_mode
+        per_episode = [{"seed": t.provenance["seed"], "success": t.success, "length": len(t), "mode": classify(t)}
+                       for t in trajectories]
+        (tmp / "episodes.json").write_text(json.dumps(per_episode, indent=1))
+        # Videos replay the first seeds serially at 256 px: the same episodes, since each
+        # depends on its seed alone.
+        frames = {s: [] for s in seeds[:cfg.videos]}
+        replayed = run_serial(policy, env_name, list(frames), options, videos=frames)
+        for traj in replayed:
+            seed = traj.provenance["seed"]
+            tag = "success" if traj.success else "failure"
+            write_mp4(tmp / "videos" / f"seed{seed}-{tag}.mp4", frames[seed])
+        plot_summary(metrics, per_episode, tmp / "summary.png")
+    return metrics
+
+
+def plot_summary(metrics: dict, per_episode: list[dict], path: Path) -> None:
+    """Success with its 95% interval, behaviour-mode shares, and episode lengths, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    lo, hi = metrics["success_ci95"]
+    rate = metrics["success_rate"]
+    axes[0].bar(["success"], [rate], yerr=[[rate - lo], [hi - rate]], capsize=8, color="tab:green")
+    axes[0].set_ylim(0, 1)
+    axes[0].set_title(f"success {rate:.0%} (95% CI {lo:.0%}-{hi:.0%})")
+    modes = metrics["mode_share"]
+    axes[1].bar(list(modes), list(modes.values()), color="tab:blue")
+    axes[1].set_ylim(0, 1)
+    axes[1].set_title("behaviour modes")
+    lengths = [e["length"] for e in per_episode]
+    axes[2].hist(lengths, bins=min(20, max(5, len(lengths) // 3)), color="tab:gray")
+    axes[2].set_title(f"episode length (mean {np.mean(lengths):.0f})")
+    axes[2].set_xlabel("steps")
+    fig.suptitle(f"{metrics['env']}: {metrics['episodes']} episodes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
