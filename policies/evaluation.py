@@ -180,7 +180,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the ends, not 1e-17 off
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return (lo, hi)
 
 
 def episode_metrics(trajectories: list[Trajectory], env_name: str) -> dict:
@@ -275,7 +277,7 @@ def plot_summary(metrics: dict, per_episode: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
     lo, hi = metrics["success_ci95"]
     rate = metrics["success_rate"]
-    axes[0].bar(["success"], [rate], yerr=[[rate - lo], [hi - rate]], capsize=8, color="tab:green")
+    axes[0].bar(["success"], [rate], yerr=[[max(0.0, rate - lo)], [max(0.0, hi - rate)]], capsize=8, color="tab:green")
     axes[0].set_ylim(0, 1)
     axes[0].set_title(f"success {rate:.0%} (95% CI {lo:.0%}-{hi:.0%})")
     modes = metrics["mode_share"]

@@ -87,6 +87,7 @@ def pretrain(policy_name: str, dataset: str | Path, output_dir: str | Path, trai
     cls = policy_class(policy_name)
     probe = config_from_dict(cls.config_class, dict(policy_overrides or {}), f"{policy_name} policy config")
     data = DemoWindows(dataset, cls.input_keys(probe), probe.n_obs_steps, probe.horizon, max_episodes)
+    torch.manual_seed(train.seed)  # the initial weights depend on the seed alone
     policy = make_policy(policy_name, data.stats(), policy_overrides, **data.shapes())
     ema = copy.deepcopy(policy).requires_grad_(False)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=train.lr, betas=(0.95, 0.999),
