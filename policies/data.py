@@ -16,21 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robalign.data.demos import dataset_root
 from robalign.errors import RobalignError
 
 # env observation key -> dataset column
 COLUMNS = {"state": "observation.state", "environment_state": "observation.environment_state",
            "image": "observation.image", "action": "action"}
-
-
-def dataset_root(path: str | Path) -> Path:
-    """The LeRobotDataset root of a `robalign demos` run directory or of the dataset itself."""
-    root = Path(path)
-    root = root / "dataset" if (root / "dataset" / "meta").is_dir() else root
-    if not (root / "meta" / "info.json").is_file():
-        raise RobalignError(f"dataset={str(path)!r} is not a LeRobotDataset (no meta/info.json); give a "
-                            f"directory written by `robalign demos`")
-    return root
 
 
 class DemoWindows:
@@ -52,7 +43,7 @@ class DemoWindows:
                                 f"{', '.join(sorted(ds.meta.features))}")
         table = ds.hf_dataset.with_format("numpy")
         episode = np.asarray(table["episode_index"])
-        keep = np.ones_like(episode, dtype=bool) if max_episodes is None else episode < np.unique(episode)[:max_episodes].max() + 1
+        keep = np.ones_like(episode, dtype=bool) if max_episodes is None else np.isin(episode, np.unique(episode)[:max_episodes])
         self.arrays = {k: torch.as_tensor(np.stack(table[COLUMNS[k]])[keep]).float()
                        for k in (*keys, "action") if k != "image"}
         if "image" in keys:

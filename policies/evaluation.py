@@ -269,10 +269,9 @@ def evaluate(policy_dir: str | Path, env_name: str, output_dir: str | Path, cfg:
 
 def plot_summary(metrics: dict, per_episode: list[dict], path: Path) -> None:
     """Success with its 95% interval, behaviour-mode shares, and episode lengths, side by side."""
-    import matplotlib
+    from robalign.data.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
     lo, hi = metrics["success_ci95"]

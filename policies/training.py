@@ -218,9 +218,8 @@ def _restore(last: Path, policy, ema, optimizer, generator, policy_name, train) 
         if name.startswith("optim."):
             _, i, key = name.split(".", 2)
             state.setdefault(int(i), {})[key] = value
-    groups = [{**g, "params": list(range(sum(len(x["params"]) for x in optimizer.state_dict()["param_groups"][:j]),
-                                         sum(len(x["params"]) for x in optimizer.state_dict()["param_groups"][:j + 1])))}
-              for j, g in enumerate(meta["param_groups"])]
+    current = optimizer.state_dict()["param_groups"]
+    groups = [{**saved, "params": now["params"]} for saved, now in zip(meta["param_groups"], current)]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
     torch.set_rng_state(tensors["rng.torch"])
     generator.set_state(tensors["rng.batches"])
@@ -228,10 +227,9 @@ def _restore(last: Path, policy, ema, optimizer, generator, policy_name, train) 
 
 
 def _plot_loss(history: list[dict], path: Path, name: str) -> None:
-    import matplotlib
+    from robalign.data.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot([h["step"] for h in history], [h["loss"] for h in history])

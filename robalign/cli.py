@@ -319,7 +319,7 @@ def run_pretrain(cfg: DictConfig) -> Path:
 def _check_dataset_env(dataset: str, env_name: str) -> None:
     """Demos of one task cannot pretrain a policy for another (a `robalign demos` run
     records its env in config.yaml beside the dataset)."""
-    from robalign.policies.data import dataset_root
+    from robalign.data.demos import dataset_root
 
     recorded = dataset_root(dataset).parent / "config.yaml"
     recorded_env = OmegaConf.load(recorded).get("env", {}).get("name") if recorded.is_file() else None

@@ -33,7 +33,6 @@ class EpisodeRecorder:
         self.actions.append(np.asarray(action, dtype=np.float32))
 
     def finish(self, success: bool, instruction: str, mode: str | None, provenance: dict) -> Trajectory:
-        privileged = self.privileged
         return Trajectory(
             frames=np.stack(self.frames) if self.frames else None,
             state=np.stack(self.states),
@@ -41,7 +40,7 @@ class EpisodeRecorder:
             env_state=np.stack(self.env_states),
             instruction=instruction,
             success=bool(success),
-            info={k: np.stack([np.asarray(p[k], dtype=np.float32) for p in privileged]) for k in privileged[0]},
+            info={k: np.stack([np.asarray(p[k], dtype=np.float32) for p in self.privileged]) for k in self.privileged[0]},
             mode=mode,
             provenance=provenance,
         )

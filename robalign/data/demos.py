@@ -40,6 +40,20 @@ def dataset_features(trajectory: Trajectory) -> dict:
     return features
 
 
+def dataset_root(path: str | Path, setting: str = "dataset", hint: str = "") -> Path:
+    """The LeRobotDataset root of a `robalign demos` run directory or of the dataset itself.
+
+    `setting` names the CLI key the path came from and `hint` adds the alternative, for the
+    error when the path holds no dataset.
+    """
+    root = Path(path)
+    root = root / "dataset" if (root / "dataset" / "meta").is_dir() else root
+    if not (root / "meta" / "info.json").is_file():
+        raise RobalignError(f"{setting}={str(path)!r} is not a LeRobotDataset (no meta/info.json); give a "
+                            f"directory written by `robalign demos`{hint}")
+    return root
+
+
 def episode_modes(modes: Sequence[str], n: int) -> list[str]:
     """An even mix: modes in turn, so any prefix of the episodes is as balanced as it can be."""
     return [modes[i % len(modes)] for i in range(n)]

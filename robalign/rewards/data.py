@@ -92,11 +92,9 @@ def demos_from_dataset(path: str | Path, max_episodes: int = 50) -> dict:
 
     from robalign.types import Trajectory
 
-    root = Path(path)
-    root = root / "dataset" if (root / "dataset" / "meta").is_dir() else root
-    if not (root / "meta" / "info.json").is_file():
-        raise RobalignError(f"demos={str(path)!r} is not a LeRobotDataset (no meta/info.json); give a directory "
-                            f"written by `robalign demos` or leave demos unset to use the most-preferred trajectories")
+    from robalign.data.demos import dataset_root
+
+    root = dataset_root(path, "demos", " or leave demos unset to use the most-preferred trajectories")
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     ds = LeRobotDataset("robalign/demos", root=root)

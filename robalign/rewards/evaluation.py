@@ -59,17 +59,10 @@ def evaluate(model, trajectories: dict, labels: list[Label], objective=None,
 
 
 # ---- plots ------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_scatter(truth, learned, path: str | Path, title: str = "", xlabel: str = "true objective") -> Path:
-    plt = _pyplot()
+    from robalign.data.plots import pyplot
+
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.scatter(truth, learned, s=14, alpha=0.8)
     rho = _rho(learned, truth)
@@ -85,7 +78,9 @@ def plot_transport(model, features: torch.Tensor, demo: torch.Tensor, path: str 
     """The OT plan between one rollout's frames (rows) and one demo's (columns)."""
     from robalign.rewards.sinkhorn import cosine_cost, sinkhorn
 
-    plt = _pyplot()
+    from robalign.data.plots import pyplot
+
+    plt = pyplot()
     with torch.no_grad():
         x, y = model.embed_features(features), model.embed_features(demo)
         cost = cosine_cost(x, y)
@@ -105,7 +100,9 @@ def plot_transport(model, features: torch.Tensor, demo: torch.Tensor, path: str 
 def plot_curve(curves: dict[str, dict[int, list[float]]], path: str | Path, title: str = "",
                ylabel: str = "Spearman rho (trajectory)") -> Path:
     """Data-efficiency curve: {method: {n preferences: [value per seed]}} -> mean +- std."""
-    plt = _pyplot()
+    from robalign.data.plots import pyplot
+
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for method, by_n in curves.items():
         ns = sorted(by_n)

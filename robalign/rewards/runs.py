@@ -90,9 +90,9 @@ def evaluate_reward(reward_dir: str | Path, store, output_dir: str | Path, objec
 
 
 def _plot_losses(history: dict, path: Path) -> None:
-    from robalign.rewards.evaluation import _pyplot
+    from robalign.data.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(history["train_loss"], label="train")
     if history.get("val_loss"):
