@@ -29,6 +29,9 @@ ACTION_SIZE = 7
 INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
 
 
+# train: the wordings demos use; held-out: the task's HELD_OUT_PARAPHRASES only
+INSTRUCTION_SETS = ("train", "held-out")
+
 class FrankaTaskEnv(gym.Env):
     """A Franka Panda task in robosuite behind the gymnasium API.
 
@@ -50,6 +53,9 @@ class FrankaTaskEnv(gym.Env):
     objectives: ClassVar[tuple[str, ...]]
     env_state_size: ClassVar[int]
     default_max_steps: ClassVar[int] = 200
+    # Instruction wordings never used in demos, for `instructions="held-out"` (evaluation of
+    # language generalisation); tasks with a fixed instruction keep none.
+    HELD_OUT_PARAPHRASES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -59,6 +65,7 @@ class FrankaTaskEnv(gym.Env):
         wrist_camera: bool = False,
         max_steps: int | None = None,
         render_mode: str | None = None,
+        instructions: str = "train",
     ):
         if not isinstance(image_size, int) or not 16 <= image_size <= 1024:
             raise RobalignError(f"image_size must be an int in [16, 1024]; got {image_size!r}")
@@ -66,6 +73,12 @@ class FrankaTaskEnv(gym.Env):
             raise RobalignError(f"max_steps must be a positive int or None; got {max_steps!r}")
         if render_mode not in (None, "rgb_array"):
             raise UnknownNameError("render_mode", render_mode, ["rgb_array"])
+        if instructions not in INSTRUCTION_SETS:
+            raise UnknownNameError("instructions", instructions, list(INSTRUCTION_SETS))
+        if instructions == "held-out" and not self.HELD_OUT_PARAPHRASES:
+            raise RobalignError(f"{self.name} keeps no held-out instructions; instructions=held-out is for "
+                                f"tasks whose wording varies (pick-place-lang)")
+        self.instructions = instructions
         self.distractors, self.camera, self.image_size = bool(distractors), bool(camera), image_size
         self.wrist_camera, self.render_mode = bool(wrist_camera), render_mode
         self.max_steps = max_steps or self.default_max_steps

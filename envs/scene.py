@@ -10,6 +10,9 @@ and reflections off (they cost about 10x on software rendering).
 from __future__ import annotations
 
 import atexit
+import functools
+import importlib
+import importlib.util
 import logging
 import weakref
 
@@ -150,11 +153,25 @@ def _close_open_cameras() -> None:
         camera.close()
 
 
+@functools.lru_cache(maxsize=1)
+def _load_triton_before_egl() -> None:
+    """Import triton (when installed) before the first EGL context.
+
+    Mesa's software EGL and triton both carry LLVM; loading triton's library after an EGL
+    context exists segfaults the process. torch pulls triton in lazily (lerobot's dataset
+    import does, through torchvision), so a process that renders and then trains would
+    crash at that import; loading it first avoids the clash.
+    """
+    if importlib.util.find_spec("triton") is not None:
+        importlib.import_module("triton")
+
+
 class Camera:
     """Offscreen renderer for one camera of a scene, shadows and reflections off."""
 
     def __init__(self, scene: TaskScene, size: int, camera: str = CAMERA):
         self._scene, self._camera = scene, camera
+        _load_triton_before_egl()
         self._renderer = mujoco.Renderer(scene.sim.model._model, size, size)
         if not _OPEN_CAMERAS:
             atexit.unregister(_close_open_cameras)

@@ -21,7 +21,7 @@ from robalign.errors import RobalignError
 
 # env observation key -> dataset column
 COLUMNS = {"state": "observation.state", "environment_state": "observation.environment_state",
-           "image": "observation.image", "action": "action"}
+           "image": "observation.image", "instruction": "task_index", "action": "action"}
 
 
 class DemoWindows:
@@ -45,7 +45,10 @@ class DemoWindows:
         episode = np.asarray(table["episode_index"])
         keep = np.ones_like(episode, dtype=bool) if max_episodes is None else np.isin(episode, np.unique(episode)[:max_episodes])
         self.arrays = {k: torch.as_tensor(np.stack(table[COLUMNS[k]])[keep]).float()
-                       for k in (*keys, "action") if k != "image"}
+                       for k in (*keys, "action") if k not in ("image", "instruction")}
+        # Instructions (lerobot's `task`): the distinct strings and each frame's index into them
+        self.tasks = list(ds.meta.tasks.sort_values("task_index").index)
+        self.task_index = torch.as_tensor(np.asarray(table["task_index"])[keep]).long()
         if "image" in keys:
             self.arrays["image"] = _decode_frames(ds, np.flatnonzero(keep))
         episode = episode[keep]
@@ -59,7 +62,7 @@ class DemoWindows:
         self.episode_end = torch.as_tensor(np.repeat(ends, lengths))
         self.episode_modes = [self.modes[s] for s in starts]
         self.n_obs_steps, self.horizon = n_obs_steps, horizon
-        self.root = root
+        self.root, self.keys = root, tuple(keys)
 
     def __len__(self) -> int:
         return len(self.episode_start)
@@ -82,7 +85,8 @@ class DemoWindows:
         return out
 
     def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Training batch for frames `index` (B,): obs (B, To, ...), action (B, Hz, A), action_is_pad (B, Hz)."""
+        """Training batch for frames `index` (B,): obs (B, To, ...), action (B, Hz, A), action_is_pad (B, Hz),
+        and `instruction` (B strings) when the policy reads it."""
         To = self.n_obs_steps
         start, end = self.episode_start[index, None], self.episode_end[index, None]
         obs_idx = torch.maximum(index[:, None] + torch.arange(1 - To, 1), start)
@@ -91,6 +95,8 @@ class DemoWindows:
         out = {k: v[obs_idx] for k, v in self.arrays.items() if k != "action"}
         out["action"] = self.arrays["action"][act_idx]
         out["action_is_pad"] = (act_raw > end) | (act_raw < start)
+        if "instruction" in self.keys:
+            out["instruction"] = [self.tasks[i] for i in self.task_index[index].tolist()]
         return out
 
 

@@ -37,6 +37,7 @@ class EvalConfig:
     videos: int = 2             # how many of the first episodes to also render as mp4 (256 px)
     distractors: bool = False   # random colours, distractor objects and camera jitter
     max_steps: int | None = None  # episode length limit; null: the task's default
+    instructions: str = "train"  # train | held-out: instruction wordings (held-out: none the demos use)
 
     def __post_init__(self):
         if not isinstance(self.episodes, int) or self.episodes <= 0:
@@ -57,6 +58,8 @@ def env_options(policy, cfg: EvalConfig) -> dict:
     """Env settings a policy needs: a camera only when it reads images."""
     shapes = policy.input_shapes()
     opts = {"distractors": cfg.distractors, "camera": "image" in shapes, "max_steps": cfg.max_steps}
+    if cfg.instructions != "train":
+        opts["instructions"] = cfg.instructions
     if "image" in shapes:
         opts["image_size"] = int(shapes["image"][0])
     return opts
@@ -204,6 +207,9 @@ def episode_metrics(trajectories: list[Trajectory], env_name: str) -> dict:
     for m in modes:
         counts[m or "unclassified"] = counts.get(m or "unclassified", 0) + 1
     lengths = [len(t) for t in trajectories]
+    by_instruction: dict[str, list[bool]] = {}
+    for t in trajectories:
+        by_instruction.setdefault(t.instruction, []).append(t.success)
     return {
         "env": env_name,
         "episodes": n,
@@ -214,6 +220,8 @@ def episode_metrics(trajectories: list[Trajectory], env_name: str) -> dict:
         "mode_share": {m: c / n for m, c in counts.items()},
         "episode_length": float(np.mean(lengths)),
         "episode_length_std": float(np.std(lengths)),
+        # instruction -> [successes, episodes]: language generalisation, colour by colour
+        "success_by_instruction": {k: [sum(v), len(v)] for k, v in sorted(by_instruction.items())},
     }
 
 
@@ -249,11 +257,11 @@ def evaluate(policy_dir: str | Path, env_name: str, output_dir: str | Path, cfg:
         bar.close()
         metrics = episode_metrics(trajectories, env_name)
         metrics.update({"policy": str(Path(policy_dir).absolute()), "seeds": [seeds[0], seeds[-1]],
-                        "launcher": cfg.launcher, "distractors": cfg.distractors})
+                        "launcher": cfg.launcher, "distractors": cfg.distractors, "instructions": cfg.instructions})
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         classify = envs.env_class(env_name).behaviour_mode
-        per_episode = [{"seed": t.provenance["seed"], "success": t.success, "length": len(t), "mode": classify(t)}
-                       for t in trajectories]
+        per_episode = [{"seed": t.provenance["seed"], "success": t.success, "length": len(t), "mode": classify(t),
+                        "instruction": t.instruction} for t in trajectories]
         (tmp / "episodes.json").write_text(json.dumps(per_episode, indent=1))
         # Videos replay the first seeds serially at 256 px: the same episodes, since each
         # depends on its seed alone.

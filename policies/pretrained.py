@@ -44,6 +44,10 @@ INPUT_CLIP = 5.0
 # A dimension that barely moves in the demos (a quaternion of an upright object) would
 # otherwise be divided by ~0 and turn noise into large inputs.
 MIN_RANGE = 1e-2
+# Inputs without min-max statistics: images are scaled by 1/255, instructions are text.
+UNSCALED_KEYS = ("image", "instruction")
+# Inputs that are text: one string per sample (B,), not a tensor with an observation history.
+TEXT_KEYS = ("instruction",)
 
 
 class ObservationError(RobalignError):
@@ -116,11 +120,12 @@ class Policy(nn.Module):
 
     def __init__(self, config, stats: dict[str, dict[str, torch.Tensor]]):
         super().__init__()
-        missing = [k for k in (*self.input_keys(config), "action") if k not in stats]
+        scaled = [k for k in (*self.input_keys(config), "action") if k not in UNSCALED_KEYS]
+        missing = [k for k in scaled if k not in stats]
         if missing:
             raise RobalignError(f"{self.name}: normalisation stats lack {', '.join(missing)}")
         self.config = config
-        self.normalizer = Normalizer({k: stats[k] for k in (*self.input_keys(config), "action")})
+        self.normalizer = Normalizer({k: stats[k] for k in scaled})
         self._actor: ChunkActor | None = None
 
     # ---- what the policy reads and writes ----------------------------------------------
@@ -129,9 +134,18 @@ class Policy(nn.Module):
         """Observation keys this config reads."""
         raise NotImplementedError
 
+    @staticmethod
+    def window_horizon(config) -> int:
+        """Actions per training window, counted from the oldest observation (DemoWindows)."""
+        return config.horizon
+
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-step shape of each observation key read (without batch and history)."""
         raise NotImplementedError
+
+    def text_inputs(self) -> tuple[str, ...]:
+        """Text keys this policy reads (e.g. `instruction`): a list of B strings each."""
+        return tuple(k for k in self.input_keys(self.config) if k in TEXT_KEYS)
 
     @property
     def n_obs_steps(self) -> int:
@@ -151,6 +165,12 @@ class Policy(nn.Module):
         Returns B.
         """
         batch = None
+        for key in self.text_inputs():
+            texts = obs.get(key)
+            if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) and t.strip() for t in texts):
+                raise ObservationError(f"{self.name} policy: observation {key!r} must be a list of B non-empty "
+                                       f"strings; got {_describe(texts)}")
+            batch = len(texts)
         for key, shape in self.input_shapes().items():
             if key not in obs:
                 raise ObservationError(f"{self.name} policy: observation lacks {key!r}; it reads "
@@ -235,11 +255,18 @@ class ChunkActor:
         if not self.queue:
             window = {k: torch.stack([h[k] for h in self.history])[None].to(self.policy.device)
                       for k in step}
+            window.update({k: [obs[k]] for k in self.policy.text_inputs() if k in obs})
             self.policy.check_observation(window)  # names a missing key or a wrong shape
             with torch.no_grad():
                 chunk = self.policy.predict_action_chunk(window, generator=self.generator)[0]
             self.queue.extend(chunk.cpu().numpy())
         return self.queue.popleft().astype(np.float32)
+
+
+def _describe(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__} of {len(value)}: {[v for v in value[:3]]!r}"
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:80]
 
 
 def _sha256(path: Path) -> str:

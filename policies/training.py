@@ -86,7 +86,7 @@ def pretrain(policy_name: str, dataset: str | Path, output_dir: str | Path, trai
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     cls = policy_class(policy_name)
     probe = config_from_dict(cls.config_class, dict(policy_overrides or {}), f"{policy_name} policy config")
-    data = DemoWindows(dataset, cls.input_keys(probe), probe.n_obs_steps, probe.horizon, max_episodes)
+    data = DemoWindows(dataset, cls.input_keys(probe), probe.n_obs_steps, cls.window_horizon(probe), max_episodes)
     torch.manual_seed(train.seed)  # the initial weights depend on the seed alone
     policy = make_policy(policy_name, data.stats(), policy_overrides, **data.shapes())
     ema = copy.deepcopy(policy).requires_grad_(False)
@@ -113,7 +113,7 @@ def pretrain(policy_name: str, dataset: str | Path, output_dir: str | Path, trai
     running = []
     while step < train.steps:
         index = torch.randint(len(data), (train.batch_size,), generator=generator)
-        batch = {k: v.to(accelerator.device) for k, v in data.batch(index).items()}
+        batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in data.batch(index).items()}
         for group in optimizer.param_groups:
             group["lr"] = train.lr_at(step)
         loss = policy(batch)  # forward = compute_loss; through the DDP wrapper so gradients sync

@@ -337,7 +337,8 @@ def run_eval(cfg: DictConfig) -> dict:
         raise RobalignError("policy=PATH is required: a policy directory written by `robalign pretrain`")
     out = check_output_dir(cfg.output_dir or default_output_dir("eval"))
     ecfg = EvalConfig(episodes=cfg.episodes, seed=cfg.seed, launcher=cfg.launcher, num_envs=cfg.num_envs,
-                      videos=cfg.videos, distractors=cfg.env.distractors, max_steps=cfg.max_steps)
+                      videos=cfg.videos, distractors=cfg.env.distractors, max_steps=cfg.max_steps,
+                      instructions=cfg.env.get("instructions", "train"))
     metrics = evaluate(cfg.policy, cfg.env.name, out, ecfg, progress=cfg.progress,
                        config_text=OmegaConf.to_yaml(cfg, resolve=True))
     lo, hi = metrics["success_ci95"]

