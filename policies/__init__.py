@@ -56,7 +56,7 @@ def load_policy(directory: str | Path, device: str | None = None) -> Policy:
     return policy.to(device) if device else policy
 
 
-from . import diffusion, vla  # noqa: E402,F401  (registers the policies)
+from . import diffusion, smolvla, vla  # noqa: E402,F401  (registers the policies)
 
 __all__ = ["POLICIES", "CheckpointError", "ObservationError", "Policy", "available", "load_policy", "make_policy",
            "policy_class", "register_policy"]
