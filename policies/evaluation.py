@@ -93,8 +93,11 @@ def run_vector(policy, env_name: str, seeds: list[int], options: dict, num_envs:
     from robalign.rollout import EpisodeRecorder
 
     n = min(num_envs, len(seeds))
+    # shared_memory=False: gymnasium 1.4.0 never writes Text observations into shared memory,
+    # so every instruction would read back as "aaaa..." (200 times the first character).
+    # Observations then travel through pipes; they are small (a 96 px frame at most).
     vec = AsyncVectorEnv([lambda: envs.make(env_name, **options) for _ in range(n)],
-                         autoreset_mode=AutoresetMode.DISABLED, context="spawn")
+                         autoreset_mode=AutoresetMode.DISABLED, context="spawn", shared_memory=False)
     results: dict[int, Trajectory] = {}
     try:
         queue = list(seeds)
