@@ -120,6 +120,8 @@ class Policy(nn.Module):
 
     def __init__(self, config, stats: dict[str, dict[str, torch.Tensor]]):
         super().__init__()
+        if "environment_state" in self.input_keys(config) and config.env_state_dim <= 0:
+            raise RobalignError(f"{self.name} policy: use_env_state needs env_state_dim > 0; got {config.env_state_dim}")
         scaled = [k for k in (*self.input_keys(config), "action") if k not in UNSCALED_KEYS]
         missing = [k for k in scaled if k not in stats]
         if missing:
@@ -140,8 +142,12 @@ class Policy(nn.Module):
         return config.horizon
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Per-step shape of each observation key read (without batch and history)."""
-        raise NotImplementedError
+        """Per-step shape of each tensor key read (without batch and history), from the
+        config's data sizes (state_dim, env_state_dim, image_size)."""
+        c = self.config
+        sizes = {"state": lambda: (c.state_dim,), "environment_state": lambda: (c.env_state_dim,),
+                 "image": lambda: (c.image_size, c.image_size, 3)}
+        return {k: sizes[k]() for k in self.input_keys(c) if k not in TEXT_KEYS}
 
     def text_inputs(self) -> tuple[str, ...]:
         """Text keys this policy reads (e.g. `instruction`): a list of B strings each."""

@@ -140,6 +140,8 @@ def test_observation_and_config_errors():
         tiny(n_bins=1)
     with pytest.raises(RobalignError, match="unknown setting.*vocab"):
         tiny(vocab=3)
+    with pytest.raises(RobalignError, match="vla policy: use_env_state needs env_state_dim > 0; got 0"):
+        make_policy("vla", stats(), {}, state_dim=S, env_state_dim=0, action_dim=A)
 
 
 def test_checkpoint_round_trip_leaves_frozen_encoders_out(tmp_path):

@@ -49,8 +49,6 @@ class DiffusionPolicy(Policy):
     config_class = DiffusionPolicyConfig
 
     def __init__(self, config: DiffusionPolicyConfig, stats):
-        if config.use_env_state and config.env_state_dim <= 0:
-            raise RobalignError(f"diffusion policy: use_env_state needs env_state_dim > 0; got {config.env_state_dim}")
         super().__init__(config, stats)
         from lerobot.policies.diffusion.modeling_diffusion import DiffusionModel
 
@@ -72,15 +70,6 @@ class DiffusionPolicy(Policy):
     def input_keys(config):
         return ("state",) + (("environment_state",) if config.use_env_state else ()) + \
             (("image",) if config.use_image else ())
-
-    def input_shapes(self):
-        c = self.config
-        shapes = {"state": (c.state_dim,)}
-        if c.use_env_state:
-            shapes["environment_state"] = (c.env_state_dim,)
-        if c.use_image:
-            shapes["image"] = (c.image_size, c.image_size, 3)
-        return shapes
 
     # ---- conditioning ------------------------------------------------------------------
     def conditioning(self, obs: dict) -> torch.Tensor:

@@ -100,10 +100,6 @@ class SmolVLAPolicy(Policy):
     def window_horizon(config) -> int:
         return config.n_obs_steps - 1 + config.chunk_size
 
-    def input_shapes(self):
-        c = self.config
-        return {"state": (c.state_dim,), "image": (c.image_size, c.image_size, 3)}
-
     @property
     def tokenizer(self):
         """The backbone's tokenizer (the one lerobot's processor pipeline would load)."""

@@ -50,8 +50,6 @@ class VLAPolicy(Policy):
     config_class = VLAPolicyConfig
 
     def __init__(self, config: VLAPolicyConfig, stats):
-        if config.use_env_state and config.env_state_dim <= 0:
-            raise RobalignError(f"vla policy: use_env_state needs env_state_dim > 0; got {config.env_state_dim}")
         super().__init__(config, stats)
         c, d = config, config.d_model
         self.text_proj = nn.Linear(language.DIM, d)
@@ -79,15 +77,6 @@ class VLAPolicy(Policy):
         # DemoWindows' actions start To-1 steps back (Diffusion Policy's convention); the
         # chunk this policy predicts starts at the current step.
         return config.n_obs_steps - 1 + config.horizon
-
-    def input_shapes(self):
-        c = self.config
-        shapes = {"state": (c.state_dim,)}
-        if c.use_env_state:
-            shapes["environment_state"] = (c.env_state_dim,)
-        if c.use_image:
-            shapes["image"] = (c.image_size, c.image_size, 3)
-        return shapes
 
     @property
     def prefix_length(self) -> int:
