@@ -67,16 +67,20 @@ def env_options(policy, cfg: EvalConfig) -> dict:
 
 # ---- launchers -----------------------------------------------------------------------------
 def run_serial(policy, env_name: str, seeds: list[int], options: dict, progress=None,
-               videos: dict[int, list] | None = None) -> list[Trajectory]:
-    """Episodes one after another in this process; `videos` {seed: []} collects 256 px frames."""
+               videos: dict[int, list] | None = None, make_actor=None) -> list[Trajectory]:
+    """Episodes one after another in this process; `videos` {seed: []} collects 256 px frames.
+
+    `make_actor(i, seed)` gives episode i's actor (default: `policy.actor(seed)`); seeds may
+    repeat (several rollouts from one initial state)."""
     import robalign.envs as envs
     from robalign.rollout import record_episode
 
+    make_actor = make_actor or (lambda i, seed: policy.actor(seed))
     out = []
     env = envs.make(env_name, render_mode="rgb_array" if videos else None, **options)
     try:
-        for seed in seeds:
-            out.append(record_episode(env, policy.actor(seed).act, seed,
+        for i, seed in enumerate(seeds):
+            out.append(record_episode(env, make_actor(i, seed).act, seed,
                                       provenance={"actor": f"policy:{policy.name}"}, video=(videos or {}).get(seed)))
             if progress is not None:
                 progress.update(1)
@@ -85,26 +89,30 @@ def run_serial(policy, env_name: str, seeds: list[int], options: dict, progress=
     return out
 
 
-def run_vector(policy, env_name: str, seeds: list[int], options: dict, num_envs: int, progress=None) -> list[Trajectory]:
-    """Episodes on a gymnasium AsyncVectorEnv; each slot takes the next seed when it finishes."""
+def run_vector(policy, env_name: str, seeds: list[int], options: dict, num_envs: int, progress=None,
+               make_actor=None) -> list[Trajectory]:
+    """Episodes on a gymnasium AsyncVectorEnv; each slot takes the next episode when it
+    finishes. `make_actor` as in `run_serial`."""
     from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 
     import robalign.envs as envs
     from robalign.rollout import EpisodeRecorder
 
+    make_actor = make_actor or (lambda i, seed: policy.actor(seed))
     n = min(num_envs, len(seeds))
     # shared_memory=False: gymnasium 1.4.0 never writes Text observations into shared memory,
     # so every instruction would read back as "aaaa..." (200 times the first character).
     # Observations then travel through pipes; they are small (a 96 px frame at most).
     vec = AsyncVectorEnv([lambda: envs.make(env_name, **options) for _ in range(n)],
                          autoreset_mode=AutoresetMode.DISABLED, context="spawn", shared_memory=False)
-    results: dict[int, Trajectory] = {}
+    results: dict[int, Trajectory] = {}  # by episode index: seeds may repeat
     try:
-        queue = list(seeds)
-        slot_seed = queue[:n]
+        queue = list(range(len(seeds)))
+        slot_episode = queue[:n]
         del queue[:n]
+        slot_seed = [seeds[e] for e in slot_episode]
         obs, info = vec.reset(seed=slot_seed)
-        actors = [policy.actor(s) for s in slot_seed]
+        actors = [make_actor(e, seeds[e]) for e in slot_episode]
         recorders = [EpisodeRecorder() for _ in range(n)]
         active = np.ones(n, dtype=bool)
         while active.any():
@@ -116,15 +124,16 @@ def run_vector(policy, env_name: str, seeds: list[int], options: dict, num_envs:
             obs, _, terminated, truncated, info = vec.step(actions)
             done = active & (terminated | truncated)
             for i in np.flatnonzero(done):
-                results[slot_seed[i]] = recorders[i].finish(
+                results[slot_episode[i]] = recorders[i].finish(
                     bool(info["is_success"][i]), str(obs["instruction"][i]), None,
                     {"env": env_name, "seed": int(slot_seed[i]), "distractors": bool(options.get("distractors")),
                      "actor": f"policy:{policy.name}"})
                 if progress is not None:
                     progress.update(1)
                 if queue:
-                    slot_seed[i] = queue.pop(0)
-                    actors[i], recorders[i] = policy.actor(slot_seed[i]), EpisodeRecorder()
+                    slot_episode[i] = queue.pop(0)
+                    slot_seed[i] = seeds[slot_episode[i]]
+                    actors[i], recorders[i] = make_actor(slot_episode[i], slot_seed[i]), EpisodeRecorder()
                 else:
                     active[i] = False
             restart = done & active
@@ -135,7 +144,7 @@ def run_vector(policy, env_name: str, seeds: list[int], options: dict, num_envs:
                     _set_slot(info["privileged"], new_info["privileged"], i)
     finally:
         vec.close()
-    return [results[s] for s in seeds]
+    return [results[e] for e in range(len(seeds))]
 
 
 def _slot(batched: dict, i: int) -> dict:

@@ -107,6 +107,23 @@ def stats_from_flat(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.
     return dict(stats)
 
 
+@dataclasses.dataclass
+class ChunkSample:
+    """One sampled action chunk with what alignment needs to score it again later.
+
+    executed (B, K, A): the actions run on the robot, env units.
+    sample (B, Hz, A): the whole sampled chunk in the layout the policy's alignment losses
+        take (`denoise_loss`'s window for diffusion, `log_prob`'s chunk for token policies).
+    chain (B, N+1, Hz, A): the denoising chain (stochastic diffusion sampling only).
+    log_probs: each denoising step's (B, N) or each action token's (B, Hz, A) log-probability.
+    """
+
+    executed: torch.Tensor
+    sample: torch.Tensor
+    chain: torch.Tensor | None = None
+    log_probs: torch.Tensor | None = None
+
+
 class Policy(nn.Module):
     """Base of every policy: observation checks, chunked acting, checkpoints.
 
@@ -203,6 +220,11 @@ class Policy(nn.Module):
         """(B, n_action_steps, A) unnormalised actions for a batch of observation windows."""
         raise NotImplementedError
 
+    def sample_chunk(self, obs: dict, generator: torch.Generator | None = None, stochastic: bool = False) -> ChunkSample:
+        """A chunk as `predict_action_chunk` would act it, with the sample alignment re-scores;
+        `stochastic` asks diffusion policies for a denoising chain with per-step log-probs (DPPO)."""
+        raise NotImplementedError(f"the {self.name} policy cannot be aligned: it has no sample_chunk")
+
     def actor(self, seed: int | None = None) -> "ChunkActor":
         """A per-episode actor: observation history, action queue and its own noise stream."""
         return ChunkActor(self, seed)
@@ -264,9 +286,13 @@ class ChunkActor:
             window.update({k: [obs[k]] for k in self.policy.text_inputs() if k in obs})
             self.policy.check_observation(window)  # names a missing key or a wrong shape
             with torch.no_grad():
-                chunk = self.policy.predict_action_chunk(window, generator=self.generator)[0]
+                chunk = self.plan(window)[0]
             self.queue.extend(chunk.cpu().numpy())
         return self.queue.popleft().astype(np.float32)
+
+    def plan(self, window: dict) -> torch.Tensor:
+        """(1, K, A) actions for one observation window (B = 1); subclasses record more."""
+        return self.policy.predict_action_chunk(window, generator=self.generator)
 
 
 def _describe(value) -> str:

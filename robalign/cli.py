@@ -68,6 +68,11 @@ def _explain_hydra_error(verb: str, err: Exception) -> str:
 
         name = text.split("Could not find 'policy_preset/", 1)[1].split("'", 1)[0]
         return f"unknown policy {name!r}; valid choices: {', '.join(group_options('policy_preset'))}"
+    if "Could not find 'method/" in text:
+        from robalign.configs import group_options
+
+        name = text.split("Could not find 'method/", 1)[1].split("'", 1)[0]
+        return f"unknown alignment method {name!r}; valid choices: {', '.join(group_options('method'))}"
     if "Could not find 'env/" in text:
         import robalign.envs as envs
 
@@ -347,11 +352,38 @@ def run_eval(cfg: DictConfig) -> dict:
     return metrics
 
 
+def run_align(cfg: DictConfig) -> dict:
+    """Align a policy with a reward or a person's objective (tpo, diffusion-dpo, dppo)."""
+    from robalign.alignment import AlignConfig, MethodConfig, align, make_scorer
+    from robalign.data.outputs import default_output_dir
+    from robalign.policies.pretrained import config_from_dict
+
+    if cfg.policy is None:
+        raise RobalignError("policy=PATH is required: a policy directory written by `robalign pretrain`")
+    if cfg.resume and not cfg.output_dir:
+        raise RobalignError("resume=true needs output_dir=PATH: the alignment run to continue")
+    method = config_from_dict(MethodConfig, OmegaConf.to_container(cfg.method), "method")
+    acfg = AlignConfig(**{k: cfg[k] for k in ("rounds", "states", "rollouts", "top_m", "margin", "seed",
+                                                "eval_episodes", "eval_seed", "launcher", "num_envs", "max_steps",
+                                                "threshold")}, distractors=cfg.env.distractors)
+    scorer = make_scorer(cfg.scorer, reward=cfg.reward, objective=cfg.objective,
+                         grape=OmegaConf.to_container(cfg.grape))
+    out = Path(cfg.output_dir or default_output_dir("align"))
+    result = align(cfg.policy, cfg.env.name, scorer, method, acfg, out, objective=cfg.objective, demos=cfg.demos,
+                   resume=cfg.resume, progress=cfg.progress, config_text=OmegaConf.to_yaml(cfg, resolve=True))
+    b, a = result["before"], result["after"]
+    shown = ", ".join(f"{k} {b[k]:.2f} -> {a[k]:.2f}" for k in ("success_rate", "satisfied_share", "objective_mean")
+                      if b.get(k) is not None)
+    print(f"{cfg.method.name} on {cfg.env.name}: {shown}; KL/step {result['drift']['kl_per_step']}; wrote {out}")
+    return result
+
+
 VERBS: dict[str, Callable[[DictConfig], object]] = {
     "demos": run_demos, "envs": run_envs, "rollouts": run_rollouts,
     "prefs serve": run_prefs_serve, "prefs annotator": run_prefs_annotator, "prefs queries": run_prefs_queries,
     "prefs simulate": run_prefs_simulate, "prefs export": run_prefs_export, "prefs import": run_prefs_import,
     "reward": run_reward, "reward eval": run_reward_eval, "pretrain": run_pretrain, "eval": run_eval,
+    "align": run_align,
 }
 GROUPS = {verb.split()[0] for verb in VERBS if " " in verb}  # two-word verbs: `robalign prefs serve`
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from robalign.errors import RobalignError
 
 from .. import register_policy
-from ..pretrained import Policy
+from ..pretrained import ChunkSample, Policy
 from .configuration import DiffusionPolicyConfig
 
 LOG_2PI = float(torch.log(torch.tensor(2 * torch.pi)))
@@ -146,6 +146,21 @@ class DiffusionPolicy(Policy):
         for k in range(c.num_inference_steps):
             x, _ = self._ddim_step(x, k, cond, eta=0.0, min_std=0.0)
         return self._chunk(x)
+
+    def sample_chunk(self, obs: dict, generator: torch.Generator | None = None, stochastic: bool = False,
+                     eta: float = 1.0, min_std: float = 0.1) -> ChunkSample:
+        """Deterministic DDIM (as `predict_action_chunk`), or with `stochastic` the DPPO
+        sampler (`sample_chain`); `sample` is the whole (B, Hz, A) window `denoise_loss` takes."""
+        if stochastic:
+            out = self.sample_chain(obs, generator, eta, min_std)
+            full = self.normalizer.unnormalize("action", out.chain[:, -1].clamp(-1, 1))
+            return ChunkSample(out.actions, full, out.chain, out.log_probs)
+        cond = self.conditioning(obs)
+        c = self.config
+        x = torch.randn((cond.shape[0], c.horizon, c.action_dim), generator=generator, device=cond.device)
+        for k in range(c.num_inference_steps):
+            x, _ = self._ddim_step(x, k, cond, eta=0.0, min_std=0.0)
+        return ChunkSample(self._chunk(x), self.normalizer.unnormalize("action", x))
 
     def sample_chain(self, obs: dict, generator: torch.Generator | None = None, eta: float = 1.0,
                      min_std: float = 0.1) -> DenoisingChain:

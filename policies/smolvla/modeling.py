@@ -67,7 +67,7 @@ import torch
 from robalign.errors import RobalignError
 
 from .. import register_policy
-from ..pretrained import CheckpointError, Policy
+from ..pretrained import CheckpointError, ChunkSample, Policy
 from .configuration import SmolVLAPolicyConfig
 
 IMAGE_KEY = "observation.images.image"  # lerobot's feature name for our one camera
@@ -176,7 +176,7 @@ class SmolVLAPolicy(Policy):
 
     # ---- inference ---------------------------------------------------------------------
     @torch.no_grad()
-    def sample_chunk(self, obs: dict, noise: torch.Tensor) -> torch.Tensor:
+    def integrate_chunk(self, obs: dict, noise: torch.Tensor) -> torch.Tensor:
         """(B, K, A) env-unit chunk integrated by lerobot's sampler from noise (B, K, Am)."""
         images, img_masks, tokens, token_mask, state = self.prefix_inputs(obs)
         x = self.smolvla.model.sample_actions(images, img_masks, tokens, token_mask, state,
@@ -189,7 +189,19 @@ class SmolVLAPolicy(Policy):
         B = self.check_observation(obs)
         dev = generator.device if generator is not None else self.device
         noise = torch.randn((B, c.chunk_size, c.action_width), generator=generator, device=dev)
-        return self.sample_chunk(obs, noise)[:, :c.n_action_steps]
+        return self.integrate_chunk(obs, noise)[:, :c.n_action_steps]
+
+    def sample_chunk(self, obs, generator=None, stochastic: bool = False) -> ChunkSample:
+        """The integrated (B, chunk_size, A) chunk, the layout `denoise_loss` takes; the first
+        n_action_steps are executed. There is no stochastic chain (flow matching is an ODE)."""
+        if stochastic:
+            raise RobalignError("smolvla has no stochastic denoising chain (DPPO); align it with diffusion-dpo")
+        c = self.config
+        B = self.check_observation(obs)
+        dev = generator.device if generator is not None else self.device
+        noise = torch.randn((B, c.chunk_size, c.action_width), generator=generator, device=dev)
+        full = self.integrate_chunk(obs, noise)
+        return ChunkSample(full[:, :c.n_action_steps], full)
 
     # ---- checkpoints -------------------------------------------------------------------
     def save_pretrained(self, directory):

@@ -29,7 +29,7 @@ from torch import nn
 from robalign.errors import RobalignError
 
 from .. import register_policy
-from ..pretrained import Policy
+from ..pretrained import ChunkSample, Policy
 from . import language
 from .configuration import VLAPolicyConfig
 
@@ -158,6 +158,15 @@ class VLAPolicy(Policy):
         logp = torch.log_softmax(logits.float(), -1).gather(-1, tokens[..., None])[..., 0]
         return logp.view(-1, c.horizon, c.action_dim)
 
+    def token_distributions(self, obs: dict, actions: torch.Tensor) -> torch.Tensor:
+        """(B, K, A, V) log-distribution over each action token's bins given the tokens of
+        `actions` (B, K, A, env units) before it (teacher forcing): what an exact per-token
+        KL between two policies compares."""
+        c = self.config
+        tokens = self.tokenize(actions).flatten(1)
+        logits = self.logits(self.prefix(obs), tokens[:, :-1])
+        return torch.log_softmax(logits.float(), -1).view(-1, c.horizon, c.action_dim, c.n_bins)
+
     def log_prob(self, obs: dict, actions: torch.Tensor, action_is_pad: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) exact log pi(actions | obs) of chunks (B, K, A): the sum of their token
         log-probabilities; steps flagged in action_is_pad (B, K) are left out."""
@@ -204,6 +213,13 @@ class VLAPolicy(Policy):
                 logits = self.next_logits(nxt, i, caches)
         shape = (B, c.horizon, c.action_dim)
         return torch.stack(tokens, 1).view(shape), torch.stack(logps, 1).view(shape)
+
+    def sample_chunk(self, obs, generator=None, stochastic: bool = False) -> ChunkSample:
+        """The sampled chunk at its bin centres (B, K, A) with each token's log-prob; the
+        first n_action_steps are executed (token sampling is stochastic already)."""
+        tokens, logps = self.sample_tokens(obs, generator)
+        full = self.detokenize(tokens)
+        return ChunkSample(full[:, :self.config.n_action_steps], full, None, logps)
 
     def predict_action_chunk(self, obs, generator=None):
         tokens, _ = self.sample_tokens(obs, generator)

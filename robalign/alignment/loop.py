@@ -1,0 +1,361 @@
+"""One alignment loop for every method:
+
+    before: evaluate the policy on held-out seeds (also the drift's held-out states)
+    for round r in 0 .. R-1:
+        roll out K episodes from each of S new initial states with the current policy
+        score them (a learnt reward, a person's objective, or GRAPE's weighted sum)
+        pair them: per state, the top m against the bottom m
+        update the policy (the method's loss), against a frozen reference throughout
+        save the round (policy + figures) atomically
+    after: evaluate on the same held-out seeds; drift (KL to the reference, demo NLL)
+
+Everything a round draws (initial states, policy noise, minibatches) is seeded by
+(seed, round), so a killed run resumed with `resume=true` continues from its last saved
+round and ends where an uninterrupted run would. Each round starts a fresh AdamW.
+
+Run directory:
+    align.json            the settings (a resume must match them)
+    before.json           held-out evaluation of the reference; heldout.safetensors its windows
+    rounds/NNN/           policy/ after round NNN and round.json (scores, pairs, loss, seconds)
+    policy/               the aligned policy (the last round's)
+    metrics.json          before, after, drift, per-round history
+    alignment.png         the rounds' scores and satisfied share, before vs after
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robalign.errors import RobalignError, UnknownNameError
+
+from . import drift
+from .methods import MethodConfig, make_aligner
+from .rollouts import Chunk, Rollout, collect, noise_seed, preference_pairs
+from .scorers import ObjectiveScorer, Scorer, ScoringError
+
+TRAIN_SEED_BASE = 50000  # training states: apart from demos (0, 1, ...) and evaluation (100000 + i)
+LAUNCHERS = ("serial", "vector")
+
+
+class AlignmentError(RobalignError):
+    """An alignment run that had to stop; what it had saved is kept."""
+
+
+@dataclasses.dataclass
+class AlignConfig:
+    rounds: int = 4              # R: rounds of roll out -> score -> pair -> update
+    states: int = 8              # S: new initial states (env seeds) per round
+    rollouts: int = 4            # K: episodes per initial state
+    top_m: int = 1               # pairs per state: each of the top m against each of the bottom m
+    margin: float = 0.0          # skip pairs whose scores differ by this much or less
+    seed: int = 0                # seeds every draw of the run (states, policy noise, minibatches)
+    eval_episodes: int = 20      # held-out episodes before and after (seeds eval_seed + i)
+    eval_seed: int = 100000
+    launcher: str = "vector"     # serial | vector (gymnasium AsyncVectorEnv)
+    num_envs: int = 2            # parallel envs with launcher=vector
+    distractors: bool = False    # random colours, distractor objects and camera jitter
+    max_steps: int | None = None  # episode length limit; null: the task's default
+    threshold: float | None = None  # objective value that counts as satisfied; null: the objective's own
+
+    def __post_init__(self):
+        checks = {"rounds": self.rounds >= 1, "states": self.states >= 1, "rollouts": self.rollouts >= 2,
+                  "top_m": self.top_m >= 1, "margin": self.margin >= 0, "eval_episodes": self.eval_episodes >= 1,
+                  "num_envs": self.num_envs >= 1}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise RobalignError(f"bad alignment setting {bad[0]}={getattr(self, bad[0])!r}; allowed: rounds, states, "
+                                f"top_m, eval_episodes, num_envs >= 1; rollouts >= 2 (pairs need two); margin >= 0")
+        if self.launcher not in LAUNCHERS:
+            raise UnknownNameError("launcher", self.launcher, list(LAUNCHERS))
+
+
+def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodConfig, cfg: AlignConfig,
+          output_dir: str | Path, objective=None, demos: str | Path | None = None, resume: bool = False,
+          progress: bool = True, config_text: str | None = None) -> dict:
+    """Align the policy at `policy_dir` on `env_name` with `scorer`; returns metrics.json's
+    content. `objective` (name or callable) is the person's objective the before/after
+    figures report (by default the scorer's own, when it is an objective)."""
+    import robalign.envs as envs
+    from robalign.data.outputs import check_output_dir
+    from robalign.policies import load_policy
+
+    envs.env_class(env_name)
+    out = Path(output_dir).expanduser().absolute()
+    aligner = make_aligner(method)
+    policy = load_policy(policy_dir)
+    aligner.check(policy)
+    reference = load_policy(policy_dir).requires_grad_(False)
+    truth = ObjectiveScorer(objective) if objective is not None else (
+        scorer if isinstance(scorer, ObjectiveScorer) else None)
+    threshold = cfg.threshold if cfg.threshold is not None else getattr(getattr(truth, "objective", None),
+                                                                         "threshold", None)
+    settings = {"policy": str(Path(policy_dir).absolute()), "env": env_name, "scorer": scorer.name,
+                "objective": truth.name if truth else None, "method": dataclasses.asdict(method),
+                "align": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "rounds"},
+                "demos": str(demos) if demos else None}
+    if resume:
+        _check_resume(out, settings)
+    else:
+        check_output_dir(out)
+    demo_windows = _demo_windows(policy, demos) if demos else None
+    options = _env_options(policy, scorer, cfg)
+    torch.set_num_threads(1)  # the policy shares the cores with the env processes
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "align.json").write_text(json.dumps(settings, indent=2))
+    if config_text is not None:
+        (out / "config.yaml").write_text(config_text)
+
+    def evaluate(p, tag: str) -> tuple[dict, list[Rollout]]:
+        seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
+        rollouts = _collect(p, env_name, seeds, seeds, list(range(len(seeds))), options, cfg, {}, f"eval {tag}",
+                            progress)
+        return _figures(rollouts, env_name, scorer, truth, threshold, out, tag), rollouts
+
+    if (out / "before.json").is_file() and (out / "heldout.safetensors").is_file():
+        before, held_out = json.loads((out / "before.json").read_text()), load_chunks(out / "heldout.safetensors")
+    else:
+        before, ref_rollouts = evaluate(reference, "before")
+        held_out = [c for r in ref_rollouts for c in r.chunks]
+        save_chunks(held_out[:drift.MAX_WINDOWS], out / "heldout.safetensors")
+        (out / "before.json").write_text(json.dumps(before, indent=2))
+
+    history, start = _saved_rounds(out, policy)
+    for r in range(start, cfg.rounds):
+        history.append(_round(r, policy, reference, aligner, scorer, truth, threshold, env_name, options, cfg,
+                              demo_windows, out, progress))
+        _plot(before, None, history, out / "alignment.png")
+
+    after, _ = evaluate(policy, "after")
+    policy.eval()
+    result = {
+        "env": env_name, "method": method.name, "scorer": scorer.name, "objective": truth.name if truth else None,
+        "policy": settings["policy"], "before": before, "after": after, "rounds": history,
+        "drift": {"kl_per_step": drift.kl_per_step(policy, reference, held_out, cfg.seed),
+                  "demo_nll": drift.demo_nll(policy, demo_windows, cfg.seed),
+                  "demo_nll_reference": drift.demo_nll(reference, demo_windows, cfg.seed)},
+    }
+    result["after"]["drift"] = result["drift"]
+    result["before"]["drift"] = {"kl_per_step": 0.0, "demo_nll": result["drift"]["demo_nll_reference"]}
+    final = out / "policy"
+    shutil.rmtree(final, ignore_errors=True)
+    policy.save_pretrained(final)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    _plot(before, after, history, out / "alignment.png")
+    return result
+
+
+# ---- one round -----------------------------------------------------------------------------
+def _round(r, policy, reference, aligner, scorer, truth, threshold, env_name, options, cfg, demo_windows, out,
+           progress) -> dict:
+    t0 = time.perf_counter()
+    S, K = cfg.states, cfg.rollouts
+    first = TRAIN_SEED_BASE + 1000 * cfg.seed + r * S
+    env_seeds = [first + i for i in range(S) for _ in range(K)]
+    noise = [noise_seed(cfg.seed, r, i, k) for i in range(S) for k in range(K)]
+    states = [i for i in range(S) for _ in range(K)]
+    policy.eval()
+    rollouts = _collect(policy, env_name, env_seeds, noise, states, options, cfg, aligner.sampling(),
+                        f"round {r} rollouts", progress)
+    trajectories = [x.trajectory for x in rollouts]
+    try:
+        likelihoods = [aligner.log_likelihood(policy, x) for x in rollouts] if scorer.needs_likelihood else None
+        scores = scorer.score(trajectories, likelihoods)
+        if aligner.name == "dppo":
+            for x in rollouts:
+                x.step_rewards = scorer.step_rewards(x.trajectory)
+        true_values = truth.score(trajectories) if truth is not None else None
+    except ScoringError as err:
+        kept = f"rounds 0-{r - 1} are saved in {out / 'rounds'}" if r else "no round had finished"
+        raise AlignmentError(f"{err}. Round {r} stopped before its update; {kept}; fix the scorer and rerun "
+                             f"with resume=true to continue from round {r}") from None
+    for x, s in zip(rollouts, scores):
+        x.score = float(s)
+    pairs = preference_pairs(rollouts, cfg.top_m, cfg.margin)
+    torch.manual_seed(noise_seed(cfg.seed, r, 1))  # draws inside the losses (anchors)
+    generator = torch.Generator().manual_seed(noise_seed(cfg.seed, r, 2))
+    anchor = _anchor(aligner, demo_windows, [w for w, _ in pairs] or rollouts, generator)
+    stats = aligner.update(policy, reference, rollouts, pairs, anchor, generator)
+    record = {"round": r, "seeds": [env_seeds[0], env_seeds[-1]], "episodes": len(rollouts),
+              "score_mean": float(np.mean(scores)), "score_min": float(np.min(scores)),
+              "score_max": float(np.max(scores)), "success_rate": float(np.mean([t.success for t in trajectories])),
+              "objective_mean": float(np.mean(true_values)) if true_values is not None else None,
+              "satisfied_share": (float(np.mean(np.asarray(true_values) >= threshold))
+                                  if true_values is not None and threshold is not None else None),
+              "update": stats, "seconds": round(time.perf_counter() - t0, 1)}
+    _save_round(out, r, policy, record)
+    if progress:
+        shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in record.items() if k != "update"}
+        print(f"round {r}: {shown}", flush=True)
+    return record
+
+
+def _collect(policy, env_name, env_seeds, noise, states, options, cfg, sampling, desc, progress) -> list[Rollout]:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(env_seeds), desc=desc, unit="ep", disable=not progress, leave=False)
+    try:
+        return collect(policy, env_name, env_seeds, noise, states, options, cfg.launcher, cfg.num_envs, sampling, bar)
+    finally:
+        bar.close()
+
+
+def _anchor(aligner, demo_windows, chosen: list[Rollout], generator):
+    """The imitation anchor as a function of the policy: the demos' training loss, or the
+    chosen rollouts' chunk NLL when no demos were given."""
+    if demo_windows is not None:
+        def on_demos(policy):
+            index = torch.randint(len(demo_windows), (64,), generator=generator)
+            batch = {k: v.to(policy.device) if torch.is_tensor(v) else v for k, v in demo_windows.batch(index).items()}
+            return policy.compute_loss(batch)
+        return on_demos
+    chunks = [c for r in chosen for c in r.chunks]
+
+    def on_chosen(policy):
+        pick = torch.randint(len(chunks), (min(64, len(chunks)),), generator=generator).tolist()
+        return aligner.chunk_nll(policy, [chunks[i] for i in pick])
+    return on_chosen
+
+
+def _figures(rollouts, env_name, scorer, truth, threshold, out, tag) -> dict:
+    """before.json / after.json: success, the person's objective and its satisfied share,
+    the scorer's mean, modes and episode length."""
+    from robalign.policies.evaluation import episode_metrics
+
+    trajectories = [x.trajectory for x in rollouts]
+    m = episode_metrics(trajectories, env_name)
+    try:
+        scores = scorer.score(trajectories) if not scorer.needs_likelihood else None
+        values = truth.score(trajectories) if truth is not None else None
+    except ScoringError as err:
+        raise AlignmentError(f"{err} (in the {tag} evaluation); the run stopped, {out} keeps what was saved") from None
+    return {"success_rate": m["success_rate"], "success_ci95": m["success_ci95"],
+            "objective_mean": float(np.mean(values)) if values is not None else None,
+            "satisfied_share": (float(np.mean(np.asarray(values) >= threshold))
+                                if values is not None and threshold is not None else None),
+            "score_mean": float(np.mean(scores)) if scores is not None else None,
+            "episode_length": m["episode_length"], "mode_share": m["mode_share"], "episodes": len(trajectories),
+            "objective_values": None if values is None else [round(float(v), 5) for v in values]}
+
+
+def _env_options(policy, scorer, cfg) -> dict:
+    shapes = policy.input_shapes()
+    opts = {"distractors": cfg.distractors, "max_steps": cfg.max_steps,
+            "camera": "image" in shapes or scorer.needs_frames}
+    if "image" in shapes:
+        opts["image_size"] = int(shapes["image"][0])  # the reward resizes the frames it reads
+    elif scorer.needs_frames:
+        opts["image_size"] = int(scorer.image_size)
+    return opts
+
+
+def _demo_windows(policy, demos):
+    from robalign.policies.data import DemoWindows
+
+    c = policy.config
+    return DemoWindows(demos, type(policy).input_keys(c), c.n_obs_steps, type(policy).window_horizon(c))
+
+
+# ---- saving and resuming -------------------------------------------------------------------
+def _save_round(out: Path, r: int, policy, record: dict) -> None:
+    """rounds/NNN written whole or not at all (a kill mid-write leaves the previous rounds)."""
+    final = out / "rounds" / f"{r:03d}"
+    tmp = final.with_name(f"{r:03d}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    policy.save_pretrained(tmp / "policy")
+    (tmp / "round.json").write_text(json.dumps(record, indent=2))
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(tmp, final)
+
+
+def _saved_rounds(out: Path, policy) -> tuple[list[dict], int]:
+    """History of the complete rounds on disk, and the next round; loads the last one's weights
+    (not its normaliser: min/max statistics do not round-trip bit for bit, and they never change)."""
+    from robalign.policies.pretrained import load_weights, read_checkpoint
+
+    done = sorted(p for p in (out / "rounds").glob("[0-9][0-9][0-9]") if (p / "round.json").is_file())
+    done = [p for i, p in enumerate(done) if p.name == f"{i:03d}"]  # contiguous from 000
+    if not done:
+        return [], 0
+    _, _, weights, _ = read_checkpoint(done[-1] / "policy")
+    load_weights(policy, weights, str(done[-1] / "policy"))
+    return [json.loads((p / "round.json").read_text()) for p in done], len(done)
+
+
+def _check_resume(out: Path, settings: dict) -> None:
+    saved_path = out / "align.json"
+    if not saved_path.is_file():
+        raise AlignmentError(f"resume=true but {str(out)!r} holds no alignment run (no align.json); start without resume")
+    saved = json.loads(saved_path.read_text())
+    diff = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+    if diff:
+        raise AlignmentError(f"resume: settings differ from the run's align.json: {diff} (saved, given); only "
+                             f"`rounds` may change")
+
+
+def save_chunks(chunks: list[Chunk], path: Path) -> None:
+    """Observation windows and samples as safetensors (text inputs in its metadata)."""
+    from safetensors.torch import save_file
+
+    if not chunks:
+        save_file({"empty": torch.zeros(0)}, path)
+        return
+    tensors, text = {"sample": torch.stack([c.sample for c in chunks]).contiguous()}, {}
+    for key, value in chunks[0].obs.items():
+        if isinstance(value, str):
+            text[key] = [c.obs[key] for c in chunks]
+        else:
+            tensors[f"obs.{key}"] = torch.stack([c.obs[key] for c in chunks]).contiguous()
+    save_file(tensors, path, metadata={"text": json.dumps(text), "start": json.dumps([c.start for c in chunks])})
+
+
+def load_chunks(path: Path) -> list[Chunk]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if "sample" not in tensors:
+        return []
+    text, starts = json.loads(meta.get("text", "{}")), json.loads(meta.get("start", "[]"))
+    obs_keys = [k for k in tensors if k.startswith("obs.")]
+    return [Chunk({**{k[4:]: tensors[k][i] for k in obs_keys}, **{k: v[i] for k, v in text.items()}},
+                  tensors["sample"][i], starts[i]) for i in range(len(tensors["sample"]))]
+
+
+# ---- plot ----------------------------------------------------------------------------------
+def _plot(before: dict, after: dict | None, history: list[dict], path: Path) -> None:
+    """Rollout score and satisfied share per round; before vs after success and satisfied share."""
+    from robalign.data.plots import pyplot
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    rounds = [h["round"] for h in history]
+    axes[0].plot(rounds, [h["score_mean"] for h in history], "o-", label="mean score")
+    axes[0].set(xlabel="round", ylabel="scorer (rollouts)", title="alignment rounds")
+    if history and history[0]["satisfied_share"] is not None:
+        twin = axes[0].twinx()
+        twin.plot(rounds, [h["satisfied_share"] for h in history], "s--", color="tab:green", label="satisfied")
+        twin.plot(rounds, [h["success_rate"] for h in history], "^:", color="tab:gray", label="success")
+        twin.set_ylim(0, 1)
+        twin.legend(loc="lower right")
+    labels = ["success", "satisfied"]
+    values_before = [before["success_rate"], before["satisfied_share"] or 0.0]
+    x = np.arange(len(labels))
+    axes[1].bar(x - 0.2, values_before, 0.4, label="before")
+    if after is not None:
+        axes[1].bar(x + 0.2, [after["success_rate"], after["satisfied_share"] or 0.0], 0.4, label="after")
+    axes[1].set_xticks(x, labels)
+    axes[1].set_ylim(0, 1)
+    axes[1].legend()
+    axes[1].set_title("held-out episodes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,335 @@
+"""Alignment methods: what one round does with its scored rollouts. The loop around them
+(`robalign.alignment.loop`) is the same for all.
+
+    tpo            GRAPE's trajectory preference optimisation: exact log-probs (token policies)
+    diffusion-dpo  Diffusion-DPO: the same loss with the denoising-loss surrogate of log pi
+    dppo           DPPO: PPO over env steps x the last denoising steps, KL-penalised to the reference
+    best-of-n      no update: the aligned policy samples N chunks and runs the one scored best
+
+Preference loss over chosen w and rejected l trajectories (Rafailov et al.; GRAPE eq. 4):
+    -log sigmoid(beta * [(log pi(w) - log pi_ref(w)) - (log pi(l) - log pi_ref(l))])
+where log pi(tau) is the sum over the trajectory's chunks. Diffusion-DPO (Wallace et al.)
+replaces log pi(chunk) - log pi_ref(chunk) by -(l_theta - l_ref), the difference of
+denoising losses on one shared noise and timestep; winner and loser share them too (chunk
+j of each uses draw j).
+
+Glossary: P pairs in a batch, C chunks of a trajectory (W of them with `window`), Hz chunk
+length, A action size, N denoising steps, F fine-tuned denoising steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from robalign.errors import RobalignError
+from robalign.registry import Registry
+
+from .rollouts import Chunk, Rollout, stack_obs
+
+ALIGNERS: Registry = Registry("alignment method")
+
+
+@dataclasses.dataclass
+class MethodConfig:
+    """Settings of one alignment method; each method's yaml in configs/method/ sets its own."""
+
+    name: str = "diffusion-dpo"   # tpo | diffusion-dpo | dppo | best-of-n
+    lr: float = 1e-5              # AdamW learning rate (a fresh optimiser each round)
+    updates: int = 40             # gradient steps per round
+    batch: int = 8                # pairs (preference methods) or chunks x 8 (dppo) per gradient step
+    beta: float = 0.1             # preference temperature: scales the log-ratio difference
+    window: int = 0               # chunks per trajectory per step (0: the whole trajectory)
+    anchor_weight: float = 0.0    # weight of the imitation anchor (demo windows if demos= is given, else chosen chunks)
+    grad_clip: float = 1.0        # max global gradient norm
+    # dppo
+    ft_denoising_steps: int = 3   # the last F denoising steps are fine-tuned (DPPO)
+    clip_ratio: float = 0.1       # PPO clipping of the per-step probability ratio
+    kl_coef: float = 0.05         # KL penalty to the reference on the fine-tuned steps (FDPP)
+    gamma: float = 0.99           # discount per chunk
+    eta: float = 1.0              # DDIM stochasticity of the rollout sampler
+    min_std: float = 0.1          # floor of each denoising step's std (model units)
+    # best-of-n
+    n: int = 8                    # candidate chunks per planning step
+
+    def __post_init__(self):
+        checks = {"lr": self.lr > 0, "updates": self.updates >= 0, "batch": self.batch >= 1, "beta": self.beta > 0,
+                  "window": self.window >= 0, "anchor_weight": self.anchor_weight >= 0, "grad_clip": self.grad_clip > 0,
+                  "ft_denoising_steps": self.ft_denoising_steps >= 1, "clip_ratio": 0 < self.clip_ratio < 1,
+                  "kl_coef": self.kl_coef >= 0, "gamma": 0 < self.gamma <= 1, "eta": 0 < self.eta <= 1,
+                  "min_std": self.min_std > 0, "n": self.n >= 1}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise RobalignError(f"bad alignment setting method.{bad[0]}={getattr(self, bad[0])!r}; allowed: lr, beta, "
+                                f"grad_clip, min_std > 0; updates, window, anchor_weight, kl_coef >= 0; batch, n, "
+                                f"ft_denoising_steps >= 1; 0 < clip_ratio < 1; 0 < gamma, eta <= 1")
+
+
+class Aligner:
+    """One method: checks the policy fits it, then updates the policy once per round."""
+
+    name: ClassVar[str]
+
+    def __init__(self, cfg: MethodConfig):
+        self.cfg = cfg
+
+    def sampling(self) -> dict:
+        """Arguments for `policy.sample_chunk` in this method's rollouts."""
+        return {}
+
+    def check(self, policy) -> None:
+        """Raise RobalignError naming what the policy lacks for this method."""
+
+    def update(self, policy, reference, rollouts: list[Rollout], pairs, anchor, generator) -> dict:
+        """Gradient steps on this round's data; returns figures for the round's log."""
+        raise NotImplementedError
+
+    def log_likelihood(self, policy, rollout: Rollout) -> float:
+        """log pi(trajectory) (or its surrogate), for GRAPE's likelihood term."""
+        raise NotImplementedError
+
+    def _optimizer(self, policy):
+        return torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=self.cfg.lr,
+                                 weight_decay=0.0)
+
+
+def _step(optimizer, policy, loss, clip) -> None:
+    if not torch.isfinite(loss):
+        raise RobalignError(f"the alignment loss became {float(loss)}; lower method.lr or method.beta")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(policy.parameters(), clip)
+    optimizer.step()
+
+
+class PreferenceAligner(Aligner):
+    """tpo and diffusion-dpo: the preference loss over chosen / rejected trajectories."""
+
+    def chunk_log_ratios(self, policy, reference, chunks: list[Chunk], slots: list[int], generator) -> torch.Tensor:
+        """(n,) log pi(chunk) - log pi_ref(chunk) (or its surrogate); chunks with the same
+        slot share noise and timesteps."""
+        raise NotImplementedError
+
+    def chunk_nll(self, policy, chunks: list[Chunk]) -> torch.Tensor:
+        """Mean negative log-likelihood (or denoising loss) of chunks: the imitation anchor."""
+        raise NotImplementedError
+
+    def update(self, policy, reference, rollouts, pairs, anchor, generator):
+        if not pairs:
+            return {"pairs": 0, "loss": None, "accuracy": None}
+        optimizer = self._optimizer(policy)
+        cfg = self.cfg
+        losses, anchors, accs, margins = [], [], [], []
+        for _ in range(cfg.updates):
+            pick = torch.randint(len(pairs), (min(cfg.batch, len(pairs)),), generator=generator).tolist()
+            chunks, slots, owner = [], [], []
+            for p, i in enumerate(pick):
+                w, lo = pairs[i]
+                for side, r in enumerate((w, lo)):
+                    chosen = self._window(r.chunks, generator)
+                    chunks += chosen
+                    slots += [p * 100000 + j for j in range(len(chosen))]
+                    owner += [2 * p + side] * len(chosen)
+            ratios = self.chunk_log_ratios(policy, reference, chunks, slots, generator)
+            per_traj = torch.zeros(2 * len(pick), dtype=ratios.dtype).index_add(0, torch.tensor(owner), ratios)
+            logits = cfg.beta * (per_traj[0::2] - per_traj[1::2])
+            loss = -F.logsigmoid(logits).mean()
+            losses.append(float(loss.detach()))
+            if cfg.anchor_weight > 0:
+                anchor_loss = anchor(policy)
+                anchors.append(float(anchor_loss.detach()))
+                loss = loss + cfg.anchor_weight * anchor_loss
+            _step(optimizer, policy, loss, cfg.grad_clip)
+            accs.append(float((logits > 0).float().mean()))
+            margins.append(float(logits.detach().mean()))
+        # loss: the preference loss alone (log 2 while the policy equals the reference)
+        return {"pairs": len(pairs), "loss": float(np.mean(losses)), "loss_first": losses[0],
+                "loss_last": losses[-1], "anchor": float(np.mean(anchors)) if anchors else None,
+                "accuracy": float(np.mean(accs)), "logit_margin": float(np.mean(margins))}
+
+    def _window(self, chunks: list[Chunk], generator) -> list[Chunk]:
+        W = self.cfg.window
+        if W == 0 or len(chunks) <= W:
+            return chunks
+        start = int(torch.randint(len(chunks) - W + 1, (1,), generator=generator))
+        return chunks[start:start + W]
+
+
+@ALIGNERS.register("tpo")
+class TPO(PreferenceAligner):
+    """GRAPE's TPO with the exact chunk log-probs of a token policy (`log_prob`)."""
+
+    name = "tpo"
+
+    def check(self, policy):
+        if not hasattr(policy, "log_prob"):
+            raise RobalignError(f"tpo needs exact action log-probabilities (a token policy such as vla); the "
+                                f"{policy.name} policy has none: use method=diffusion-dpo")
+
+    @staticmethod
+    def _executed_log_prob(policy, chunks):
+        """(n,) log pi of the executed steps of each sampled chunk (the rest never ran)."""
+        obs = stack_obs(chunks, policy.device)
+        samples = torch.stack([c.sample for c in chunks]).to(policy.device)
+        pad = torch.arange(samples.shape[1], device=policy.device)[None] >= policy.n_action_steps
+        return policy.log_prob(obs, samples, pad.expand(len(chunks), -1))
+
+    def chunk_log_ratios(self, policy, reference, chunks, slots, generator):
+        with torch.no_grad():
+            ref = self._executed_log_prob(reference, chunks)
+        return self._executed_log_prob(policy, chunks) - ref
+
+    def chunk_nll(self, policy, chunks):
+        return -self._executed_log_prob(policy, chunks).mean() / policy.n_action_steps
+
+    def log_likelihood(self, policy, rollout):
+        with torch.no_grad():
+            return float(self._executed_log_prob(policy, rollout.chunks).sum())
+
+
+@ALIGNERS.register("diffusion-dpo")
+class DiffusionDPO(PreferenceAligner):
+    """Diffusion-DPO with `denoise_loss`: shared noise and timesteps between policy and
+    reference and between chosen and rejected chunks in the same slot."""
+
+    name = "diffusion-dpo"
+
+    def check(self, policy):
+        if not hasattr(policy, "denoise_loss"):
+            raise RobalignError(f"diffusion-dpo needs a denoising policy (denoise_loss); the {policy.name} policy "
+                                f"has none: use method=tpo for token policies")
+
+    def chunk_log_ratios(self, policy, reference, chunks, slots, generator):
+        obs = stack_obs(chunks, policy.device)
+        samples = torch.stack([c.sample for c in chunks]).to(policy.device)
+        noise, t = _draws(policy, samples, slots, generator)
+        with torch.no_grad():
+            ref = reference.denoise_loss(obs, samples, noise, t)
+        return -(policy.denoise_loss(obs, samples, noise, t) - ref)
+
+    def chunk_nll(self, policy, chunks):
+        return _denoise_nll(policy, chunks)
+
+    def log_likelihood(self, policy, rollout):
+        """Minus the summed denoising loss (seeded draws): a surrogate, not a log-prob."""
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            obs = stack_obs(rollout.chunks, policy.device)
+            samples = torch.stack([c.sample for c in rollout.chunks]).to(policy.device)
+            noise, t = _draws(policy, samples, list(range(len(samples))), g)
+            return -float(policy.denoise_loss(obs, samples, noise, t).sum())
+
+
+@ALIGNERS.register("dppo")
+class DPPO(Aligner):
+    """PPO on the denoising MDP (Ren et al., DPPO): each chunk is one env-level action whose
+    last F denoising steps are the policy's decisions. Advantages are discounted returns of
+    the per-step rewards minus the mean return of the rollouts from the same initial state
+    at the same chunk (a group baseline in place of DPPO's learnt critic), normalised. The
+    KL to the reference (FDPP) is the k3 estimate on the fine-tuned steps."""
+
+    name = "dppo"
+
+    def sampling(self):
+        return {"stochastic": True, "eta": self.cfg.eta, "min_std": self.cfg.min_std}
+
+    def check(self, policy):
+        if not hasattr(policy, "chain_log_prob"):
+            raise RobalignError(f"dppo needs a diffusion policy with a stochastic denoising chain (chain_log_prob); "
+                                f"the {policy.name} policy has none")
+        if self.cfg.ft_denoising_steps > policy.config.num_inference_steps:
+            raise RobalignError(f"method.ft_denoising_steps={self.cfg.ft_denoising_steps} exceeds the policy's "
+                                f"{policy.config.num_inference_steps} denoising steps")
+
+    def advantages(self, rollouts: list[Rollout]) -> list[np.ndarray]:
+        """Per rollout, (C,) normalised advantages of its chunks."""
+        returns = []
+        for r in rollouts:
+            steps = r.step_rewards
+            bounds = [c.start for c in r.chunks] + [len(steps)]
+            rewards = np.array([steps[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:])])
+            g, out = 0.0, np.zeros(len(rewards))
+            for i in range(len(rewards) - 1, -1, -1):
+                g = rewards[i] + self.cfg.gamma * g
+                out[i] = g
+            returns.append(out)
+        baseline: dict[tuple[int, int], list[float]] = {}
+        for r, ret in zip(rollouts, returns):
+            for i, v in enumerate(ret):
+                baseline.setdefault((r.state, i), []).append(v)
+        adv = [np.array([v - np.mean(baseline[(r.state, i)]) for i, v in enumerate(ret)])
+               for r, ret in zip(rollouts, returns)]
+        flat = np.concatenate(adv)
+        std = flat.std() + 1e-8
+        return [a / std for a in adv]
+
+    def update(self, policy, reference, rollouts, pairs, anchor, generator):
+        cfg = self.cfg
+        adv = self.advantages(rollouts)
+        chunks = [c for r in rollouts for c in r.chunks]
+        advantages = torch.tensor(np.concatenate(adv), dtype=torch.float32)
+        N = policy.config.num_inference_steps
+        steps = slice(N - cfg.ft_denoising_steps, N)
+        old = torch.stack([c.log_probs[steps] for c in chunks])  # (n, F)
+        optimizer = self._optimizer(policy)
+        losses, kls, clipped = [], [], []
+        size = min(len(chunks), cfg.batch * 8)
+        for _ in range(cfg.updates):
+            pick = torch.randperm(len(chunks), generator=generator)[:size]
+            batch = [chunks[i] for i in pick.tolist()]
+            obs = stack_obs(batch, policy.device)
+            chain = torch.stack([c.chain for c in batch]).to(policy.device)
+            new = policy.chain_log_prob(obs, chain, cfg.eta, cfg.min_std, steps)  # (b, F)
+            with torch.no_grad():
+                ref = reference.chain_log_prob(obs, chain, cfg.eta, cfg.min_std, steps)
+            ratio = (new - old[pick].to(new.device)).exp()
+            a = advantages[pick].to(new.device)[:, None]
+            pg = -torch.min(ratio * a, ratio.clamp(1 - cfg.clip_ratio, 1 + cfg.clip_ratio) * a).mean()
+            log_r = ref - new
+            kl = (log_r.exp() - 1 - log_r).mean()  # k3 estimate of KL(pi || pi_ref), >= 0
+            loss = pg + cfg.kl_coef * kl
+            if cfg.anchor_weight > 0:
+                loss = loss + cfg.anchor_weight * anchor(policy)
+            _step(optimizer, policy, loss, cfg.grad_clip)
+            losses.append(float(loss.detach()))
+            kls.append(float(kl.detach()))
+            clipped.append(float(((ratio - 1).abs() > cfg.clip_ratio).float().mean()))
+        return {"chunks": len(chunks), "loss": float(np.mean(losses)) if losses else None,
+                "kl_ref": float(np.mean(kls)) if kls else None, "clip_fraction": float(np.mean(clipped)) if clipped else None}
+
+    def chunk_nll(self, policy, chunks):
+        return _denoise_nll(policy, chunks)
+
+    def log_likelihood(self, policy, rollout):
+        with torch.no_grad():
+            obs = stack_obs(rollout.chunks, policy.device)
+            chain = torch.stack([c.chain for c in rollout.chunks]).to(policy.device)
+            return float(policy.chain_log_prob(obs, chain, self.cfg.eta, self.cfg.min_std).sum())
+
+
+def _draws(policy, samples: torch.Tensor, slots: list[int], generator):
+    """Noise (n, Hz, A) and timesteps (n,) for `denoise_loss`, one draw per distinct slot."""
+    distinct = sorted(set(slots))
+    index = torch.tensor([distinct.index(s) for s in slots])
+    noise = torch.randn((len(distinct), *samples.shape[1:]), generator=generator)[index]
+    if policy.name == "smolvla":  # flow matching: times in [0, 1] (1 = pure noise)
+        t = torch.rand((len(distinct),), generator=generator)[index].clamp(1e-3, 1.0)
+    else:
+        t = torch.randint(policy.config.num_train_timesteps, (len(distinct),), generator=generator)[index]
+    return noise.to(policy.device), t.to(policy.device)
+
+
+def _denoise_nll(policy, chunks: list[Chunk]) -> torch.Tensor:
+    """Mean denoising loss of the chunks' samples (fresh draws): the imitation anchor."""
+    obs = stack_obs(chunks, policy.device)
+    samples = torch.stack([c.sample for c in chunks]).to(policy.device)
+    noise, t = _draws(policy, samples, list(range(len(chunks))), None)
+    return policy.denoise_loss(obs, samples, noise, t).mean()
+
+
+def make_aligner(cfg: MethodConfig) -> Aligner:
+    return ALIGNERS.get(cfg.name)(cfg)

@@ -1,0 +1,143 @@
+"""What alignment optimises: a score per rollout (and per step, for DPPO).
+
+    reward     a learnt reward (`robalign reward` directory): rapl, rlhf, imagenet-ot, oracle
+    objective  a simulated person's objective: a registered name or `module:function`
+    grape      GRAPE's weighted sum: success, objectives, and the policy's own likelihood
+
+Every scorer checks what it returns: an objective or reward that raises, or gives NaN or
+inf, becomes a `ScoringError` that names the scorer and the episode, so the alignment loop
+can stop with what it had done kept.
+
+Glossary: T steps of one trajectory; n trajectories scored together.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+from robalign.errors import RobalignError
+from robalign.types import Trajectory
+
+
+class ScoringError(RobalignError):
+    """An objective or reward that raised, or returned a value that is not finite."""
+
+
+class Scorer:
+    """Scores trajectories; higher is better."""
+
+    name: str = "scorer"
+    needs_frames = False  # rollouts must render the agentview camera
+    image_size = 96  # the camera side the scorer wants, when it needs frames
+    needs_likelihood = False  # score() reads each trajectory's policy log-likelihood
+
+    def score(self, trajectories: Sequence[Trajectory], log_likelihoods: Sequence[float] | None = None) -> np.ndarray:
+        """(n,) scores."""
+        raise NotImplementedError
+
+    def step_rewards(self, trajectory: Trajectory) -> np.ndarray:
+        """(T,) per-step rewards summing to the trajectory's score (the default puts the
+        whole score on the last step)."""
+        out = np.zeros(len(trajectory))
+        out[-1] = self.score([trajectory])[0]
+        return out
+
+
+def _checked(name: str, fn: Callable, trajectory: Trajectory):
+    """fn(trajectory) with its exceptions and non-finite results turned into ScoringError."""
+    where = f"on the episode with seed {trajectory.provenance.get('seed')}"
+    try:
+        value = fn(trajectory)
+    except Exception as err:  # a user objective may raise anything; we re-raise it with context
+        raise ScoringError(f"{name} raised {type(err).__name__}: {err} {where}") from err
+    values = np.asarray(value, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ScoringError(f"{name} returned {value!r} {where}: scores must be finite numbers")
+    return values
+
+
+class ObjectiveScorer(Scorer):
+    """A simulated person's objective (privileged state; no frames needed)."""
+
+    def __init__(self, objective: str | Callable[[Trajectory], float]):
+        from robalign.envs.objectives import get_objective
+
+        self.objective = get_objective(objective)
+        self.name = f"objective {getattr(self.objective, 'name', objective)!r}"
+
+    def score(self, trajectories, log_likelihoods=None):
+        return np.array([float(_checked(self.name, self.objective, t)) for t in trajectories])
+
+    def step_rewards(self, trajectory):
+        if getattr(self.objective, "per_step", None) is None:
+            return super().step_rewards(trajectory)
+        steps = _checked(self.name, self.objective.steps, trajectory)
+        total = self.score([trajectory])[0]
+        # rank the steps as the per-step form does, shifted so they sum to the objective
+        return steps - steps.mean() + total / len(trajectory)
+
+
+class RewardScorer(Scorer):
+    """A learnt reward; visual rewards score the rollouts' agentview frames."""
+
+    def __init__(self, path: str):
+        from robalign.rewards import load_reward
+
+        self.model = load_reward(path)
+        self.name = f"{self.model.cfg.method} reward {path!r}"
+        self.needs_frames = self.model.visual
+        self.image_size = self.model.cfg.image_size
+
+    def step_rewards(self, trajectory):
+        return _checked(self.name, self.model.reward, trajectory)
+
+    def score(self, trajectories, log_likelihoods=None):
+        return np.array([float(self.step_rewards(t).sum()) for t in trajectories])
+
+
+class GrapeScorer(Scorer):
+    """GRAPE's trajectory cost as a score: w_success * success + sum_i w_i * objective_i
+    + w_likelihood * (the policy's log-likelihood of the trajectory per step)."""
+
+    def __init__(self, success: float = 1.0, objectives: dict[str, float] | None = None, likelihood: float = 0.0):
+        for key, value in (("success", success), ("likelihood", likelihood), *(objectives or {}).items()):
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise RobalignError(f"grape weight {key}={value!r} must be a finite number")
+        self.weights = {"success": float(success), "likelihood": float(likelihood)}
+        self.objectives = {name: (ObjectiveScorer(name), float(w)) for name, w in (objectives or {}).items()}
+        self.needs_likelihood = likelihood != 0
+        self.name = "grape score"
+
+    def score(self, trajectories, log_likelihoods=None):
+        out = self.weights["success"] * np.array([float(t.success) for t in trajectories])
+        for scorer, weight in self.objectives.values():
+            out = out + weight * scorer.score(trajectories)
+        if self.needs_likelihood:
+            if log_likelihoods is None:
+                raise RobalignError("the grape score weighs the policy likelihood, but none was given")
+            per_step = np.asarray(log_likelihoods, dtype=np.float64) / np.array([len(t) for t in trajectories])
+            out = out + self.weights["likelihood"] * per_step
+        return out
+
+
+def make_scorer(kind: str, reward: str | None = None, objective: str | Callable | None = None,
+                grape: dict | None = None) -> Scorer:
+    """The scorer `kind` (reward | objective | grape) from its settings."""
+    if kind == "reward":
+        if not reward:
+            raise RobalignError("scorer=reward needs reward=PATH: a directory written by `robalign reward`")
+        return RewardScorer(reward)
+    if kind == "objective":
+        if not objective:
+            raise RobalignError("scorer=objective needs objective=NAME (see `robalign envs`) or module:function")
+        return ObjectiveScorer(objective)
+    if kind == "grape":
+        grape = dict(grape or {})
+        unknown = sorted(set(grape) - {"success", "objectives", "likelihood"})
+        if unknown:
+            raise RobalignError(f"unknown grape setting(s) {', '.join(unknown)}; valid: success, objectives, likelihood")
+        return GrapeScorer(**grape)
+    raise RobalignError(f"unknown scorer {kind!r}; valid choices: reward, objective, grape")

@@ -1,0 +1,348 @@
+"""Alignment: the preference losses (tpo, diffusion-dpo), dppo, drift, scorers, pairing, and
+`robalign align` end to end on a tiny diffusion policy (resume after SIGKILL, a failing
+objective that stops the run and keeps its rounds, bad settings)."""
+
+import copy
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from robalign.alignment import AlignmentError, MethodConfig, make_aligner, make_scorer
+from robalign.alignment.drift import kl_per_step
+from robalign.alignment.rollouts import Chunk, Rollout, preference_pairs
+from robalign.alignment.scorers import GrapeScorer, ObjectiveScorer, ScoringError
+from robalign.cli import VERBS, compose
+from robalign.errors import RobalignError, UnknownNameError
+from robalign.policies import make_policy
+from robalign.types import Trajectory
+
+S, E, A = 16, 10, 7
+TINY_DIFFUSION = dict(down_dims=(16, 32), horizon=8, n_action_steps=4, num_train_timesteps=20, num_inference_steps=5,
+                      diffusion_step_embed_dim=16)
+
+
+def main(argv):
+    return VERBS[argv[0]](compose(argv[0], argv[1:]))
+
+
+def stats(a=A):
+    return {k: {"min": -torch.ones(d), "max": torch.ones(d)} for k, d in (("state", S), ("environment_state", E),
+                                                                       ("action", a))}
+
+
+def diffusion(seed=0):
+    torch.manual_seed(seed)
+    return make_policy("diffusion", stats(), TINY_DIFFUSION, state_dim=S, env_state_dim=E, action_dim=A).eval()
+
+
+def vla(seed=0):
+    torch.manual_seed(seed)
+    config = {"d_model": 32, "n_heads": 2, "n_layers": 2, "dropout": 0.0, "horizon": 2, "n_action_steps": 2,
+              "n_bins": 16}
+    return make_policy("vla", stats(a=2), config, state_dim=S, env_state_dim=E, action_dim=2).eval()
+
+
+def sampled_rollout(policy, state, seed, chunks=3, stochastic=False, instruction="put the red cube in the bowl"):
+    """A rollout of `chunks` chunks sampled by `policy` itself on random observation windows."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for j in range(chunks):
+        obs = {"state": torch.randn(1, policy.n_obs_steps, S, generator=g),
+               "environment_state": torch.randn(1, policy.n_obs_steps, E, generator=g)}
+        if "instruction" in policy.text_inputs():
+            obs["instruction"] = [instruction]
+        with torch.no_grad():
+            s = policy.sample_chunk(obs, g, stochastic=stochastic)
+        out.append(Chunk({k: (v[0] if isinstance(v, list) else v[0]) for k, v in obs.items()}, s.sample[0],
+                         j * policy.n_action_steps, None if s.chain is None else s.chain[0],
+                         None if s.log_probs is None else s.log_probs[0]))
+    T = chunks * policy.n_action_steps
+    traj = Trajectory(state=np.zeros((T, S), np.float32), action=np.zeros((T, A), np.float32), instruction="x",
+                      success=True, provenance={"seed": seed})
+    return Rollout(traj, out, state)
+
+
+def ratio_gap(aligner, policy, reference, w, lo, seed=0):
+    """(log-ratio of the chosen) - (log-ratio of the rejected), summed over chunks, shared draws."""
+    chunks = w.chunks + lo.chunks
+    slots = list(range(len(w.chunks))) + list(range(len(lo.chunks)))
+    with torch.no_grad():
+        r = aligner.chunk_log_ratios(policy, reference, chunks, slots, torch.Generator().manual_seed(seed))
+    return float(r[:len(w.chunks)].sum() - r[len(w.chunks):].sum())
+
+
+# ---- pairing and scorers -------------------------------------------------------------------
+def test_pairs_are_top_m_against_bottom_m_per_state():
+    traj = Trajectory(state=np.zeros((2, 1), np.float32), action=np.zeros((2, 1), np.float32), instruction="",
+                      success=True)
+    rollouts = [Rollout(traj, [], state, score) for state, score in
+                [(0, 1.0), (0, 5.0), (0, 3.0), (0, 2.0), (1, 4.0), (1, 4.0), (1, 0.5)]]
+    pairs = [(w.state, w.score, lo.score) for w, lo in preference_pairs(rollouts, m=2)]
+    assert sorted(pairs) == [(0, 3.0, 1.0), (0, 3.0, 2.0), (0, 5.0, 1.0), (0, 5.0, 2.0), (1, 4.0, 0.5)]
+    # state 1 has 3 rollouts: m is capped at 1; ties and small gaps are skipped with a margin
+    assert [(w.score, lo.score) for w, lo in preference_pairs(rollouts, m=1, margin=1.5)] == [(5.0, 1.0), (4.0, 0.5)]
+
+
+def raising_objective(traj):
+    raise ValueError("sensor table missing")
+
+
+def nan_objective(traj):
+    return float("nan")
+
+
+def test_scorers_name_what_failed_and_weigh_grape_terms():
+    traj = Trajectory(state=np.zeros((4, 1), np.float32), action=np.zeros((4, 1), np.float32), instruction="",
+                      success=True, info={"vase_clearance": np.array([0.3, 0.1, 0.2, 0.4])},
+                      provenance={"env": "reach-around", "seed": 17})
+    with pytest.raises(ScoringError, match=r"raised ValueError: sensor table missing on the episode with seed 17"):
+        ObjectiveScorer(f"{__name__}:raising_objective").score([traj])
+    with pytest.raises(ScoringError, match=r"returned nan .*seed 17.*finite"):
+        ObjectiveScorer(f"{__name__}:nan_objective").score([traj])
+    clearance = ObjectiveScorer("clearance")
+    assert clearance.score([traj])[0] == pytest.approx(0.1)
+    steps = clearance.step_rewards(traj)
+    assert steps.sum() == pytest.approx(0.1) and np.argmax(steps) == 3  # ranks steps as the per-step form does
+    grape = GrapeScorer(success=2.0, objectives={"clearance": 10.0}, likelihood=0.5)
+    assert grape.score([traj], log_likelihoods=[-8.0])[0] == pytest.approx(2.0 + 1.0 + 0.5 * -8.0 / 4)
+    with pytest.raises(RobalignError, match="likelihood"):
+        grape.score([traj])
+    with pytest.raises(RobalignError, match="reward=PATH"):
+        make_scorer("reward")
+    with pytest.raises(RobalignError, match="unknown scorer 'rlhf'.*reward, objective, grape"):
+        make_scorer("rlhf")
+    with pytest.raises(RobalignError, match="unknown grape setting"):
+        make_scorer("grape", grape={"sucess": 1.0})
+
+
+# ---- the preference losses -----------------------------------------------------------------
+def test_diffusion_dpo_starts_at_log2_and_prefers_the_chosen_after_updates():
+    policy, reference = diffusion(), diffusion()
+    aligner = make_aligner(MethodConfig("diffusion-dpo", lr=1e-3, updates=30, batch=2, beta=50.0))
+    pairs = [(sampled_rollout(policy, 0, 1), sampled_rollout(policy, 0, 2)),
+             (sampled_rollout(policy, 1, 3), sampled_rollout(policy, 1, 4))]
+    # identical weights and shared draws: every log-ratio is exactly 0
+    assert ratio_gap(aligner, policy, reference, *pairs[0]) == 0.0
+    stats_ = aligner.update(policy, reference, [], pairs, None, torch.Generator().manual_seed(0))
+    assert stats_["loss_first"] == pytest.approx(math.log(2), abs=1e-6)
+    assert stats_["loss_last"] < 0.5 * math.log(2)
+    for w, lo in pairs:  # on fresh draws too, not only the ones trained on
+        assert ratio_gap(aligner, policy, reference, w, lo, seed=123) > 0
+    torch.testing.assert_close(reference.state_dict(), diffusion().state_dict())
+
+
+def test_diffusion_dpo_shares_noise_between_chosen_and_rejected():
+    """With the same sample as chosen and rejected the shared draws make the gap exactly 0,
+    even after the policy moved away from the reference."""
+    policy, reference = diffusion(), diffusion()
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    aligner = make_aligner(MethodConfig("diffusion-dpo"))
+    r = sampled_rollout(reference, 0, 5)
+    assert ratio_gap(aligner, policy, reference, r, copy.deepcopy(r)) == 0.0
+    assert ratio_gap(aligner, policy, reference, r, sampled_rollout(reference, 0, 6)) != 0.0
+
+
+def test_tpo_log_ratios_are_exact_and_training_prefers_the_chosen():
+    policy, reference = vla(), vla()
+    aligner = make_aligner(MethodConfig("tpo", lr=3e-3, updates=30, batch=2, beta=1.0))
+    w, lo = sampled_rollout(reference, 0, 1, instruction="put the red cube in the bowl"), \
+        sampled_rollout(reference, 0, 2, instruction="put the blue cube in the bowl")
+    # the recorded token log-probs of the sampled chunks equal log_prob of the same chunks
+    for c in w.chunks:
+        obs = {k: ([v] if isinstance(v, str) else v[None]) for k, v in c.obs.items()}
+        torch.testing.assert_close(reference.log_prob(obs, c.sample[None])[0], c.log_probs.sum(), atol=1e-4, rtol=0)
+    assert ratio_gap(aligner, policy, reference, w, lo) == 0.0
+    stats_ = aligner.update(policy, reference, [], [(w, lo)], None, torch.Generator().manual_seed(0))
+    assert stats_["loss_first"] == pytest.approx(math.log(2), abs=1e-6) and stats_["loss_last"] < 0.1
+    gap = ratio_gap(aligner, policy, reference, w, lo)
+    assert gap > 2.0
+    obs = [{k: ([v] if isinstance(v, str) else v[None]) for k, v in c.obs.items()} for c in w.chunks]
+    with torch.no_grad():
+        direct = sum(float(policy.log_prob(o, c.sample[None])[0] - reference.log_prob(o, c.sample[None])[0])
+                     for o, c in zip(obs, w.chunks))
+        ours = float(aligner.chunk_log_ratios(policy, reference, w.chunks, [0] * len(w.chunks), None).sum())
+    assert ours == pytest.approx(direct, abs=1e-4)
+
+
+def test_methods_refuse_policies_they_cannot_align():
+    with pytest.raises(RobalignError, match="tpo needs exact action log-probabilities.*diffusion-dpo"):
+        make_aligner(MethodConfig("tpo")).check(diffusion())
+    with pytest.raises(RobalignError, match="diffusion-dpo needs a denoising policy.*tpo"):
+        make_aligner(MethodConfig("diffusion-dpo")).check(vla())
+    with pytest.raises(RobalignError, match="dppo needs a diffusion policy"):
+        make_aligner(MethodConfig("dppo")).check(vla())
+    with pytest.raises(RobalignError, match="ft_denoising_steps=9 exceeds the policy's 5"):
+        make_aligner(MethodConfig("dppo", ft_denoising_steps=9)).check(diffusion())
+    with pytest.raises(UnknownNameError, match="best-ofn.*diffusion-dpo, dppo, tpo"):
+        make_aligner(MethodConfig("best-ofn"))
+    with pytest.raises(RobalignError, match=r"method.beta=0"):
+        MethodConfig("tpo", beta=0)
+
+
+# ---- dppo ----------------------------------------------------------------------------------
+def test_dppo_advantages_use_the_group_baseline():
+    aligner = make_aligner(MethodConfig("dppo", gamma=0.5))
+    policy = diffusion()
+    a, b = sampled_rollout(policy, 0, 1, chunks=2, stochastic=True), sampled_rollout(policy, 0, 2, chunks=2,
+                                                                                     stochastic=True)
+    a.step_rewards = np.array([0, 0, 0, 0, 0, 0, 0, 4.0])  # chunks cover steps 0-3 and 4-7
+    b.step_rewards = np.zeros(8)
+    adv = aligner.advantages([a, b])
+    # returns: a = [0 + 0.5 * 4, 4] = [2, 4], b = [0, 0]; baselines [1, 2]; std of (1, 2, -1, -2)
+    scale = np.std([1, 2, -1, -2])
+    np.testing.assert_allclose(adv[0], np.array([1, 2]) / scale, rtol=1e-6)
+    np.testing.assert_allclose(adv[1], np.array([-1, -2]) / scale, rtol=1e-6)
+
+
+def test_dppo_raises_the_probability_of_high_advantage_chains():
+    policy, reference = diffusion(), diffusion()
+    aligner = make_aligner(MethodConfig("dppo", lr=1e-3, updates=20, batch=1, kl_coef=0.0, clip_ratio=0.2))
+    good = [sampled_rollout(reference, i, 10 + i, chunks=2, stochastic=True) for i in range(2)]
+    bad = [sampled_rollout(reference, i, 20 + i, chunks=2, stochastic=True) for i in range(2)]
+    for r in good:
+        r.step_rewards = np.ones(8)
+    for r in bad:
+        r.step_rewards = np.zeros(8)
+    steps = slice(2, 5)
+
+    def logp(p, rollouts):
+        chunks = [c for r in rollouts for c in r.chunks]
+        from robalign.alignment.rollouts import stack_obs
+
+        with torch.no_grad():
+            return float(p.chain_log_prob(stack_obs(chunks, "cpu"), torch.stack([c.chain for c in chunks]),
+                                          steps=steps).mean())
+    before_good, before_bad = logp(policy, good), logp(policy, bad)
+    stats_ = aligner.update(policy, reference, good + bad, [], None, torch.Generator().manual_seed(0))
+    assert logp(policy, good) - before_good > logp(policy, bad) - before_bad
+    assert stats_["chunks"] == 8 and stats_["clip_fraction"] > 0
+
+
+# ---- drift ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("build", [diffusion, vla], ids=["diffusion", "vla"])
+def test_kl_is_zero_against_itself_and_grows_with_a_perturbation(build):
+    reference = build()
+    held_out = [c for i in range(2) for c in sampled_rollout(reference, i, i).chunks]
+    assert kl_per_step(build(), reference, held_out) == pytest.approx(0.0, abs=1e-6)
+    small, large = build(), build()
+    with torch.no_grad():
+        for ps, pl in zip(small.parameters(), large.parameters()):
+            noise = torch.randn_like(ps)
+            ps.add_(0.02 * noise)
+            pl.add_(0.2 * noise)
+    kl_small, kl_large = kl_per_step(small, reference, held_out), kl_per_step(large, reference, held_out)
+    assert 0 < kl_small < kl_large
+
+
+# ---- `robalign align` end to end -----------------------------------------------------------
+TINY_ARGS = ["policy.config.down_dims=[16,32]", "policy.config.horizon=8", "policy.config.n_action_steps=4",
+             "policy.config.num_train_timesteps=20", "policy.config.num_inference_steps=5",
+             "policy.config.diffusion_step_embed_dim=16"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("align")
+    main(["demos", "env=reach-around", "n=3", "preview=0", f"output_dir={root / 'demos'}", "progress=false"])
+    main(["pretrain", f"dataset={root / 'demos'}", f"output_dir={root / 'pt'}", "steps=30", "train.batch_size=16",
+          "threads=1", "progress=false", *TINY_ARGS])
+    return root
+
+
+def align_args(root, out, *extra):
+    return ["align", f"policy={root / 'pt' / 'policy'}", "scorer=objective", "objective=clearance", "rounds=2",
+            "states=2", "rollouts=2", "max_steps=12", "eval_episodes=2", "launcher=serial", "method.updates=3",
+            "method.batch=2", f"output_dir={out}", "progress=false", *extra]
+
+
+@pytest.mark.slow
+def test_align_end_to_end(pretrained, tmp_path):
+    out = tmp_path / "run"
+    result = main(align_args(pretrained, out, f"demos={pretrained / 'demos'}"))
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["before"] == result["before"] and saved["after"] == result["after"]
+    for side in ("before", "after"):
+        for key in ("success_rate", "objective_mean", "satisfied_share", "drift"):
+            assert key in saved[side], (side, key)
+    assert len(saved["rounds"]) == 2 and saved["rounds"][0]["episodes"] == 4
+    assert saved["rounds"][0]["update"]["loss_first"] == pytest.approx(math.log(2), abs=0.2)
+    assert saved["drift"]["kl_per_step"] > 0 and saved["drift"]["demo_nll"] is not None
+    assert saved["before"]["drift"]["kl_per_step"] == 0.0
+    from robalign.policies import load_policy
+
+    aligned, pretrained_policy = load_policy(out / "policy"), load_policy(pretrained / "pt" / "policy")
+    assert any(not torch.equal(a, b) for a, b in zip(aligned.state_dict().values(),
+                                                     pretrained_policy.state_dict().values()))
+    assert (out / "alignment.png").stat().st_size > 1000 and (out / "rounds" / "001" / "round.json").is_file()
+
+
+@pytest.mark.slow
+def test_killed_alignment_resumes_from_its_last_round(pretrained, tmp_path):
+    from safetensors.torch import load_file
+
+    whole = tmp_path / "whole"
+    main(align_args(pretrained, whole, "rounds=2"))
+    killed = tmp_path / "killed"
+    args = align_args(pretrained, killed, "rounds=2")
+    proc = subprocess.Popen([sys.executable, "-m", "robalign", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 300
+    while not (killed / "rounds" / "000" / "round.json").is_file():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists()
+    main(args + ["resume=true"])
+    a, b = load_file(whole / "policy" / "model.safetensors"), load_file(killed / "policy" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((whole / "metrics.json").read_text())["after"] == \
+        json.loads((killed / "metrics.json").read_text())["after"]
+    with pytest.raises(AlignmentError, match="settings differ.*seed"):
+        main(args + ["resume=true", "seed=1"])
+
+
+FAIL_FROM_SEED = 50002  # round 1's first training state (rounds of 2 states from 50000)
+
+
+def clearance_failing_in_round_one(traj):
+    seed = traj.provenance.get("seed")
+    if FAIL_FROM_SEED <= seed < 60000:
+        return float("nan")
+    return float(np.min(traj.info["vase_clearance"]))
+
+
+@pytest.mark.slow
+def test_objective_returning_nan_stops_the_run_and_keeps_round_zero(pretrained, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(AlignmentError, match=r"returned nan.*seed 5000[23].*Round 1 stopped.*rounds 0-0 are saved.*"
+                                             r"resume=true"):
+        main(align_args(pretrained, out, f"objective={__name__}:clearance_failing_in_round_one", "threshold=0.05"))
+    assert (out / "rounds" / "000" / "policy" / "model.safetensors").is_file()
+    assert not (out / "rounds" / "001").exists() and not (out / "metrics.json").exists()
+
+
+def test_align_refuses_bad_settings(tmp_path):
+    with pytest.raises(RobalignError, match="unknown alignment method 'dpo'; valid choices: diffusion-dpo, dppo, tpo"):
+        main(["align", "method=dpo", "policy=x"])
+    with pytest.raises(RobalignError, match="policy=PATH is required"):
+        main(["align", "scorer=objective", "objective=clearance"])
+    with pytest.raises(RobalignError, match="does not exist"):
+        main(["align", f"policy={tmp_path / 'nothing'}", "scorer=objective", "objective=clearance",
+              f"output_dir={tmp_path / 'out'}"])
+    with pytest.raises(RobalignError, match="rollouts >= 2"):
+        main(["align", "policy=x", "scorer=objective", "objective=clearance", "rollouts=1"])
+    with pytest.raises(RobalignError, match="unknown setting 'round'"):
+        main(["align", "round=3"])
+    assert not (tmp_path / "out").exists()
