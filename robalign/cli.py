@@ -36,8 +36,8 @@ def compose(verb: str, overrides: list[str]) -> DictConfig:
         if override.startswith(("+", "~")):
             raise RobalignError(f"{override!r}: adding or deleting settings is not allowed; "
                                 f"valid settings: {', '.join(_settings(verb))}")
-    if verb in PRESET_VERBS:  # `policy=NAME` picks a preset from configs/policy_preset/
-        overrides = [f"policy_preset@{o}" if o.startswith("policy=") else o for o in overrides]
+    for key, group in GROUP_ALIASES.get(verb, {}).items():  # `policy=NAME` picks configs/policy_preset/NAME.yaml
+        overrides = [f"{group}@{o}" if o.startswith(f"{key}=") else o for o in overrides]
     try:
         with initialize_config_module("robalign.configs", version_base="1.3"):
             cfg = hydra_compose(config_name=config_name(verb), overrides=overrides)
@@ -47,10 +47,11 @@ def compose(verb: str, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-# Verbs where `policy=NAME` names a policy preset (a config group); elsewhere `policy=PATH`
-# is a checkpoint directory. The group is not called `policy`, because Hydra would then read
-# every `policy=PATH` as a group choice.
-PRESET_VERBS = {"pretrain"}
+# Settings that pick a config group in one verb only: `pretrain policy=NAME` picks a policy
+# preset and `align method=NAME` an alignment method. The groups are not called `policy` and
+# `method`, because Hydra would then read every `policy=PATH` (eval, align) and every
+# `method=NAME` (reward) as a group choice.
+GROUP_ALIASES = {"pretrain": {"policy": "policy_preset"}, "align": {"method": "align_method"}}
 
 
 def config_name(verb: str) -> str:
@@ -68,11 +69,11 @@ def _explain_hydra_error(verb: str, err: Exception) -> str:
 
         name = text.split("Could not find 'policy_preset/", 1)[1].split("'", 1)[0]
         return f"unknown policy {name!r}; valid choices: {', '.join(group_options('policy_preset'))}"
-    if "Could not find 'method/" in text:
+    if "Could not find 'align_method/" in text:
         from robalign.configs import group_options
 
-        name = text.split("Could not find 'method/", 1)[1].split("'", 1)[0]
-        return f"unknown alignment method {name!r}; valid choices: {', '.join(group_options('method'))}"
+        name = text.split("Could not find 'align_method/", 1)[1].split("'", 1)[0]
+        return f"unknown alignment method {name!r}; valid choices: {', '.join(group_options('align_method'))}"
     if "Could not find 'env/" in text:
         import robalign.envs as envs
 
@@ -162,7 +163,7 @@ def run_rollouts(cfg: DictConfig) -> list[str]:
         ids = record_rollouts(store, cfg.env.name, cfg.n, policy=cfg.policy, noise=cfg.noise, drift=cfg.drift,
                               seed=cfg.seed,
                               video=cfg.video, distractors=cfg.env.distractors, image_size=cfg.env.image_size,
-                              progress=cfg.progress)
+                              progress=cfg.progress, max_steps=cfg.max_steps)
     print(f"registered {len(ids)} {cfg.env.name} rollouts in {cfg.store}")
     return ids
 
@@ -378,12 +379,19 @@ def run_align(cfg: DictConfig) -> dict:
     return result
 
 
+def run_pipeline(cfg: DictConfig) -> dict:
+    """The whole loop on a small default: demos, pretrain, preferences, RAPL reward, align, report."""
+    from robalign.pipeline import run_pipeline as pipeline
+
+    return pipeline(cfg)
+
+
 VERBS: dict[str, Callable[[DictConfig], object]] = {
     "demos": run_demos, "envs": run_envs, "rollouts": run_rollouts,
     "prefs serve": run_prefs_serve, "prefs annotator": run_prefs_annotator, "prefs queries": run_prefs_queries,
     "prefs simulate": run_prefs_simulate, "prefs export": run_prefs_export, "prefs import": run_prefs_import,
     "reward": run_reward, "reward eval": run_reward_eval, "pretrain": run_pretrain, "eval": run_eval,
-    "align": run_align,
+    "align": run_align, "pipeline": run_pipeline,
 }
 GROUPS = {verb.split()[0] for verb in VERBS if " " in verb}  # two-word verbs: `robalign prefs serve`
 

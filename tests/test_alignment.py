@@ -346,3 +346,29 @@ def test_align_refuses_bad_settings(tmp_path):
     with pytest.raises(RobalignError, match="unknown setting 'round'"):
         main(["align", "round=3"])
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_pipeline_runs_the_whole_loop_and_reports_before_and_after(tmp_path):
+    out = tmp_path / "pipe"
+    argv = ["pipeline", f"output_dir={out}", "demos=3", "pretrain_steps=5", "rollouts=4", "queries=2", "rounds=1",
+            "states=1", "rollouts_per_state=2", "eval_episodes=1", "videos=1", "max_steps=24", "progress=false"]
+    summary = main(argv)
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved == summary and saved["objective"] == "objective 'clearance'" and saved["method"] == "diffusion-dpo"
+    for side in ("before", "after"):
+        assert set(saved[side]) == {"success_rate", "objective_mean", "satisfied_share", "drift"}
+    assert saved["after"]["drift"]["kl_per_step"] > 0
+    page = (out / "report.html").read_text()
+    assert "videos/before-seed100000.mp4" in page and "videos/after-seed100000.mp4" in page
+    assert (out / "videos" / "after-seed100000.mp4").stat().st_size > 1000
+    assert json.loads((out / "reward" / "reward_config.json").read_text())["method"] == "rapl"
+    # a second run finds every stage done and only rewrites the report
+    mtime = (out / "align" / "metrics.json").stat().st_mtime
+    assert main(argv) == summary and (out / "align" / "metrics.json").stat().st_mtime == mtime
+
+
+def test_pipeline_refuses_an_objective_of_another_task(tmp_path):
+    with pytest.raises(RobalignError, match="objective 'handle-grasp' is for mug-grasp, not reach-around"):
+        main(["pipeline", "objective=handle-grasp", f"output_dir={tmp_path / 'p'}"])
+    assert not (tmp_path / "p").exists()

@@ -50,7 +50,7 @@ def test_rollouts_queries_simulate_export_import(tmp_path, capsys):
     (["prefs", "export", "store={tmp}"], "output_dir=PATH is required"),
     (["prefs", "import", "store={tmp}", "input={tmp}"], "not a preference export"),
     (["prefs", "serve", "store={tmp}", "prot=1"], "unknown setting 'prot'"),
-    (["rollouts", "store={tmp}", "policy=ppo", "n=1"], "policy must be `expert` or `expert:MODE`"),
+    (["rollouts", "store={tmp}", "policy=ppo", "n=1"], "policy must be `expert`, `expert:MODE` or a policy checkpoint directory"),
     (["rollouts", "store={tmp}", "policy=expert:sideways", "n=1"], "unknown mode of reach-around 'sideways'"),
     (["rollouts", "store={tmp}", "n=0"], "n must be an int > 0"),
 ])

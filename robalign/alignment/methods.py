@@ -36,7 +36,7 @@ ALIGNERS: Registry = Registry("alignment method")
 
 @dataclasses.dataclass
 class MethodConfig:
-    """Settings of one alignment method; each method's yaml in configs/method/ sets its own."""
+    """Settings of one alignment method; each method's yaml in configs/align_method/ sets its own."""
 
     name: str = "diffusion-dpo"   # tpo | diffusion-dpo | dppo | best-of-n
     lr: float = 1e-5              # AdamW learning rate (a fresh optimiser each round)
