@@ -4,7 +4,7 @@
     tpo            GRAPE's trajectory preference optimisation: exact log-probs (token policies)
     diffusion-dpo  Diffusion-DPO: the same loss with the denoising-loss surrogate of log pi
     dppo           DPPO: PPO over env steps x the last denoising steps, KL-penalised to the reference
-    best-of-n      no update: the aligned policy samples N chunks and runs the one scored best
+(best-of-n, the training-free baseline, is not built yet: see the README.)
 
 Preference loss over chosen w and rejected l trajectories (Rafailov et al.; GRAPE eq. 4):
     -log sigmoid(beta * [(log pi(w) - log pi_ref(w)) - (log pi(l) - log pi_ref(l))])
@@ -38,7 +38,7 @@ ALIGNERS: Registry = Registry("alignment method")
 class MethodConfig:
     """Settings of one alignment method; each method's yaml in configs/align_method/ sets its own."""
 
-    name: str = "diffusion-dpo"   # tpo | diffusion-dpo | dppo | best-of-n
+    name: str = "diffusion-dpo"   # tpo | diffusion-dpo | dppo
     lr: float = 1e-5              # AdamW learning rate (a fresh optimiser each round)
     updates: int = 40             # gradient steps per round
     batch: int = 8                # pairs (preference methods) or chunks x 8 (dppo) per gradient step
@@ -53,19 +53,17 @@ class MethodConfig:
     gamma: float = 0.99           # discount per chunk
     eta: float = 1.0              # DDIM stochasticity of the rollout sampler
     min_std: float = 0.1          # floor of each denoising step's std (model units)
-    # best-of-n
-    n: int = 8                    # candidate chunks per planning step
 
     def __post_init__(self):
         checks = {"lr": self.lr > 0, "updates": self.updates >= 0, "batch": self.batch >= 1, "beta": self.beta > 0,
                   "window": self.window >= 0, "anchor_weight": self.anchor_weight >= 0, "grad_clip": self.grad_clip > 0,
                   "ft_denoising_steps": self.ft_denoising_steps >= 1, "clip_ratio": 0 < self.clip_ratio < 1,
                   "kl_coef": self.kl_coef >= 0, "gamma": 0 < self.gamma <= 1, "eta": 0 < self.eta <= 1,
-                  "min_std": self.min_std > 0, "n": self.n >= 1}
+                  "min_std": self.min_std > 0}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise RobalignError(f"bad alignment setting method.{bad[0]}={getattr(self, bad[0])!r}; allowed: lr, beta, "
-                                f"grad_clip, min_std > 0; updates, window, anchor_weight, kl_coef >= 0; batch, n, "
+                                f"grad_clip, min_std > 0; updates, window, anchor_weight, kl_coef >= 0; batch, "
                                 f"ft_denoising_steps >= 1; 0 < clip_ratio < 1; 0 < gamma, eta <= 1")
 
 

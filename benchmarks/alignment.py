@@ -1,0 +1,80 @@
+"""The alignment issue's bars: align a pretrained policy with a simulated person's objective
+through rewards learnt from at most 150 preferences, and report before / after on the same
+held-out seeds, side by side for each reward.
+
+    python benchmarks/alignment.py --policy runs/pt/policy --demos runs/demos --run runs/bench-align \
+        --rewards rapl rlhf oracle --objective clearance
+
+Steps (each skipped when its directory already exists, so a killed benchmark continues):
+  1. `rollouts` of the pretrained policy into a preference store, `prefs queries` (random
+     triplets: each implies 3 pairs, so 50 triplets = 150 preferences), `prefs simulate`
+  2. `reward method=M` per reward (oracle: the objective itself)
+  3. `align scorer=reward reward=...` per reward with the same seeds and settings
+Prints one table: success, the objective's mean and satisfied share, KL to the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from robalign.cli import VERBS, compose
+
+
+def robalign(*argv: str):
+    return VERBS[argv[0]](compose(argv[0], list(argv[1:])))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", required=True, help="pretrained policy directory")
+    parser.add_argument("--demos", required=True, help="`robalign demos` run (OT rewards' demos, anchor, demo NLL)")
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--env", default="reach-around")
+    parser.add_argument("--objective", default="clearance")
+    parser.add_argument("--rewards", nargs="+", default=["rapl", "rlhf", "oracle"])
+    parser.add_argument("--rollouts", type=int, default=40, help="episodes people compare")
+    parser.add_argument("--triplets", type=int, default=50, help="triplet queries (x3 preferences)")
+    parser.add_argument("--set", nargs="*", default=[], help="extra `robalign align` overrides, e.g. rounds=4")
+    args = parser.parse_args()
+    run = Path(args.run)
+    store = run / "prefs"
+    if not (store / ".complete").is_file():
+        robalign("rollouts", f"env={args.env}", f"policy={args.policy}", f"n={args.rollouts}", f"store={store}",
+                 "seed=20000", "progress=false")
+        robalign("prefs queries", f"store={store}", f"n={args.triplets}", "kind=triplet", "strategy=random")
+        robalign("prefs simulate", f"store={store}", f"objective={args.objective}", "rationality=200",
+                 "progress=false")
+        (store / ".complete").write_text("")
+    rows = []
+    for method in args.rewards:
+        reward = run / f"reward-{method}"
+        if not (reward / "reward_config.json").is_file():
+            robalign("reward", f"method={method}", f"prefs={store}", f"demos={args.demos}",
+                     f"objective={args.objective}", f"output_dir={reward}", "progress=false")
+        out = run / f"align-{method}"
+        if not (out / "metrics.json").is_file():
+            t = time.perf_counter()
+            resume = ["resume=true"] if (out / "align.json").is_file() else []
+            robalign("align", f"env={args.env}", f"policy={args.policy}", "scorer=reward", f"reward={reward}",
+                     f"objective={args.objective}", f"demos={args.demos}", f"output_dir={out}", "progress=false",
+                     *args.set, *resume)
+            print(f"align with {method}: {(time.perf_counter() - t) / 60:.1f} min")
+        rows.append((method, json.loads((out / "metrics.json").read_text())))
+    print(f"\n{args.env}, objective {args.objective}: held-out episodes before -> after")
+    print(f"{'reward':<8} {'success':>15} {'satisfied':>15} {'objective':>19} {'KL/step':>8} {'demo NLL':>15}")
+    for method, m in rows:
+        b, a, d = m["before"], m["after"], m["drift"]
+        nll = f"{d['demo_nll_reference']:.4f}->{d['demo_nll']:.4f}" if d["demo_nll"] is not None else "-"
+        print(f"{method:<8} {b['success_rate']:>6.0%} -> {a['success_rate']:<5.0%} "
+              f"{b['satisfied_share']:>6.0%} -> {a['satisfied_share']:<5.0%} "
+              f"{b['objective_mean']:>8.4f} -> {a['objective_mean']:<7.4f} {d['kl_per_step']:>8.3f} {nll:>15}")
+    for method, m in rows:
+        print(method, "rounds:", [(h["round"], round(h["satisfied_share"] or 0, 2), round(h["success_rate"], 2))
+                                  for h in m["rounds"]])
+
+
+if __name__ == "__main__":
+    main()
