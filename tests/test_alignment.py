@@ -287,6 +287,17 @@ def test_align_end_to_end(pretrained, tmp_path):
 
 
 @pytest.mark.slow
+def test_dppo_with_the_grape_score_runs_through_the_same_loop(pretrained, tmp_path):
+    out = tmp_path / "dppo"
+    result = main(align_args(pretrained, out, "method=dppo", "rounds=1", "scorer=grape", "grape.success=1.0",
+                             "grape.objectives={clearance: 10.0}", "grape.likelihood=0.01"))
+    update = result["rounds"][0]["update"]
+    assert update["chunks"] == sum(math.ceil(12 / 4) for _ in range(4))  # 4 episodes of 12 steps, chunks of 4
+    assert update["kl_ref"] >= 0 and 0 <= update["clip_fraction"] <= 1
+    assert result["scorer"] == "grape score" and result["objective"] == "objective 'clearance'"
+
+
+@pytest.mark.slow
 def test_killed_alignment_resumes_from_its_last_round(pretrained, tmp_path):
     from safetensors.torch import load_file
 

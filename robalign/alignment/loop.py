@@ -168,16 +168,15 @@ def _round(r, policy, reference, aligner, scorer, truth, threshold, env_name, op
     try:
         likelihoods = [aligner.log_likelihood(policy, x) for x in rollouts] if scorer.needs_likelihood else None
         scores = scorer.score(trajectories, likelihoods)
-        if aligner.name == "dppo":
-            for x in rollouts:
-                x.step_rewards = scorer.step_rewards(x.trajectory)
+        for x, s in zip(rollouts, scores):
+            x.score = float(s)
+            if aligner.uses_step_rewards:
+                x.step_rewards = scorer.step_rewards(x.trajectory, x.score)
         true_values = truth.score(trajectories) if truth is not None else None
     except ScoringError as err:
         kept = f"rounds 0-{r - 1} are saved in {out / 'rounds'}" if r else "no round had finished"
         raise AlignmentError(f"{err}. Round {r} stopped before its update; {kept}; fix the scorer and rerun "
                              f"with resume=true to continue from round {r}") from None
-    for x, s in zip(rollouts, scores):
-        x.score = float(s)
     pairs = preference_pairs(rollouts, cfg.top_m, cfg.margin)
     torch.manual_seed(noise_seed(cfg.seed, r, 1))  # draws inside the losses (anchors)
     generator = torch.Generator().manual_seed(noise_seed(cfg.seed, r, 2))

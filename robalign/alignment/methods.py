@@ -71,6 +71,7 @@ class Aligner:
     """One method: checks the policy fits it, then updates the policy once per round."""
 
     name: ClassVar[str]
+    uses_step_rewards: ClassVar[bool] = False  # update() reads each rollout's per-step rewards
 
     def __init__(self, cfg: MethodConfig):
         self.cfg = cfg
@@ -231,6 +232,7 @@ class DPPO(Aligner):
     KL to the reference (FDPP) is the k3 estimate on the fine-tuned steps."""
 
     name = "dppo"
+    uses_step_rewards = True
 
     def sampling(self):
         return {"stochastic": True, "eta": self.cfg.eta, "min_std": self.cfg.min_std}

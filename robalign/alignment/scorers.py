@@ -38,11 +38,11 @@ class Scorer:
         """(n,) scores."""
         raise NotImplementedError
 
-    def step_rewards(self, trajectory: Trajectory) -> np.ndarray:
+    def step_rewards(self, trajectory: Trajectory, score: float | None = None) -> np.ndarray:
         """(T,) per-step rewards summing to the trajectory's score (the default puts the
-        whole score on the last step)."""
+        whole score, `score` when already computed, on the last step)."""
         out = np.zeros(len(trajectory))
-        out[-1] = self.score([trajectory])[0]
+        out[-1] = self.score([trajectory])[0] if score is None else score
         return out
 
 
@@ -71,9 +71,9 @@ class ObjectiveScorer(Scorer):
     def score(self, trajectories, log_likelihoods=None):
         return np.array([float(_checked(self.name, self.objective, t)) for t in trajectories])
 
-    def step_rewards(self, trajectory):
+    def step_rewards(self, trajectory, score=None):
         if getattr(self.objective, "per_step", None) is None:
-            return super().step_rewards(trajectory)
+            return super().step_rewards(trajectory, score)
         steps = _checked(self.name, self.objective.steps, trajectory)
         total = self.score([trajectory])[0]
         # rank the steps as the per-step form does, shifted so they sum to the objective
@@ -91,7 +91,7 @@ class RewardScorer(Scorer):
         self.needs_frames = self.model.visual
         self.image_size = self.model.cfg.image_size
 
-    def step_rewards(self, trajectory):
+    def step_rewards(self, trajectory, score=None):
         return _checked(self.name, self.model.reward, trajectory)
 
     def score(self, trajectories, log_likelihoods=None):
