@@ -16,7 +16,8 @@ venv = pathlib.Path(sys.prefix)
 assert pathlib.Path(robalign.__file__).is_relative_to(venv), robalign.__file__
 for name in ["robalign.envs", "robalign.envs.tasks", "robalign.policies", "robalign.hardware", "robalign.configs",
              "robalign.data", "robalign.cli", "robalign.annotators", "robalign.preferences",
-             "robalign.preferences.server", "robalign.rewards", "robalign.rewards.runs"]:
+             "robalign.preferences.server", "robalign.rewards", "robalign.rewards.runs", "robalign.alignment",
+             "robalign.pipeline"]:
     mod = importlib.import_module(name)
     assert pathlib.Path(mod.__file__).is_relative_to(venv), (name, mod.__file__)
 try:
@@ -30,6 +31,7 @@ cfg = compose("demos", ["env=cube-group"])
 assert cfg.env.name == "cube-group", cfg
 assert compose("prefs serve", ["port=9001"]).port == 9001
 assert compose("reward", ["method=rlhf"]).method == "rlhf"
+assert compose("align", ["method=tpo"]).method.name == "tpo"  # the align_method group ships too
 from importlib import resources
 for static in ("index.html", "app.js", "app.css"):  # the annotation page ships in the wheel
     assert resources.files("robalign.preferences").joinpath("static", static).is_file(), static
