@@ -54,12 +54,12 @@ class EvalConfig:
         return [self.seed + i for i in range(self.episodes)]
 
 
-def env_options(policy, cfg: EvalConfig) -> dict:
+def env_options(policy, distractors: bool = False, max_steps: int | None = None, instructions: str = "train") -> dict:
     """Env settings a policy needs: a camera only when it reads images."""
     shapes = policy.input_shapes()
-    opts = {"distractors": cfg.distractors, "camera": "image" in shapes, "max_steps": cfg.max_steps}
-    if cfg.instructions != "train":
-        opts["instructions"] = cfg.instructions
+    opts = {"distractors": distractors, "camera": "image" in shapes, "max_steps": max_steps}
+    if instructions != "train":
+        opts["instructions"] = instructions
     if "image" in shapes:
         opts["image_size"] = int(shapes["image"][0])
     return opts
@@ -252,7 +252,7 @@ def evaluate(policy_dir: str | Path, env_name: str, output_dir: str | Path, cfg:
 
     envs.env_class(env_name)  # unknown env: fail before loading anything
     policy = load_policy(policy_dir)
-    options = env_options(policy, cfg)
+    options = env_options(policy, cfg.distractors, cfg.max_steps, cfg.instructions)
     seeds = cfg.seeds
     torch.set_num_threads(1)  # the policy shares the cores with the env processes
     with atomic_output_dir(output_dir) as tmp:

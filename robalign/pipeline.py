@@ -129,16 +129,14 @@ def _videos(out: Path, metrics: dict, cfg: DictConfig) -> list[tuple[int, str, s
     their seed alone, so these are the evaluated episodes)."""
     from robalign.data.videos import write_mp4
     from robalign.policies import load_policy
-    from robalign.policies.evaluation import run_serial
+    from robalign.policies.evaluation import env_options, run_serial
 
-    seeds = list(range(100000, 100000 + cfg.videos))  # align's default eval seeds
+    seeds = list(range(metrics["eval_seed"], metrics["eval_seed"] + cfg.videos))  # align's held-out seeds
     shown = []
     for tag, path in (("before", metrics["policy"]), ("after", str(out / "align" / "policy"))):
         policy = load_policy(path)
         frames = {s: [] for s in seeds}
-        shapes = policy.input_shapes()
-        options = {"distractors": cfg.env.distractors, "camera": "image" in shapes, "max_steps": cfg.max_steps,
-                   **({"image_size": int(shapes["image"][0])} if "image" in shapes else {})}
+        options = env_options(policy, cfg.env.distractors, cfg.max_steps)
         run_serial(policy, metrics["env"], seeds, options, videos=frames)
         for s in seeds:
             write_mp4(out / "videos" / f"{tag}-seed{s}.mp4", frames[s])

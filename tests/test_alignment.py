@@ -383,3 +383,30 @@ def test_pipeline_refuses_an_objective_of_another_task(tmp_path):
     with pytest.raises(RobalignError, match="objective 'handle-grasp' is for mug-grasp, not reach-around"):
         main(["pipeline", "objective=handle-grasp", f"output_dir={tmp_path / 'p'}"])
     assert not (tmp_path / "p").exists()
+
+
+def test_tpo_scores_only_the_steps_that_ran():
+    """A chunk cut short by the episode's end counts only its executed steps."""
+    policy = vla()
+    r = sampled_rollout(policy, 0, 1, chunks=1)
+    aligner = make_aligner(MethodConfig("tpo"))
+    with torch.no_grad():
+        full = float(aligner._executed_log_prob(policy, r.chunks)[0])
+        r.chunks[0].executed = 1
+        first = float(aligner._executed_log_prob(policy, r.chunks)[0])
+    assert full == pytest.approx(float(r.chunks[0].log_probs.sum()), abs=1e-4)
+    assert first == pytest.approx(float(r.chunks[0].log_probs[:1].sum()), abs=1e-4) and first != full
+
+
+def test_training_states_never_reach_the_held_out_seeds():
+    from robalign.alignment import AlignConfig
+
+    with pytest.raises(RobalignError, match="would reach the held-out seeds"):
+        AlignConfig(seed=50)
+    with pytest.raises(RobalignError, match="rounds x states <= 1000"):
+        AlignConfig(rounds=200, states=8)
+    with pytest.raises(RobalignError, match="seed, eval_seed >= 0"):
+        AlignConfig(seed=-1)
+    cfg = AlignConfig(rounds=4, states=8, seed=3)
+    seeds = {cfg.train_seed(r, i) for r in range(4) for i in range(8)}
+    assert len(seeds) == 32 and max(seeds) < cfg.eval_seed and min(seeds) >= 50000

@@ -140,16 +140,11 @@ class DiffusionPolicy(Policy):
 
     def predict_action_chunk(self, obs: dict, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, K, A) actions by deterministic DDIM (eta = 0) from seeded noise."""
-        cond = self.conditioning(obs)
-        c = self.config
-        x = torch.randn((cond.shape[0], c.horizon, c.action_dim), generator=generator, device=cond.device)
-        for k in range(c.num_inference_steps):
-            x, _ = self._ddim_step(x, k, cond, eta=0.0, min_std=0.0)
-        return self._chunk(x)
+        return self.sample_chunk(obs, generator).executed
 
     def sample_chunk(self, obs: dict, generator: torch.Generator | None = None, stochastic: bool = False,
                      eta: float = 1.0, min_std: float = 0.1) -> ChunkSample:
-        """Deterministic DDIM (as `predict_action_chunk`), or with `stochastic` the DPPO
+        """Deterministic DDIM (what `predict_action_chunk` acts), or with `stochastic` the DPPO
         sampler (`sample_chain`); `sample` is the whole (B, Hz, A) window `denoise_loss` takes."""
         if stochastic:
             out = self.sample_chain(obs, generator, eta, min_std)
@@ -176,6 +171,18 @@ class DiffusionPolicy(Policy):
             chain.append(x)
             log_probs.append(_gaussian_log_prob(x, mean, std))
         return DenoisingChain(torch.stack(chain, 1), torch.stack(log_probs, 1), self._chunk(x.clamp(-1, 1)))
+
+    def chain_moments(self, obs: dict, chain: torch.Tensor, eta: float = 1.0,
+                      min_std: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean (B, N, Hz, A) and std (N,) of each step x_k -> x_{k+1} of stored chains
+        under the current weights: two policies' Gaussian steps give an exact KL."""
+        cond = self.conditioning(obs)
+        means, stds = [], []
+        for k in range(self.config.num_inference_steps):
+            mean, std = self._ddim_step(chain[:, k], k, cond, eta, min_std)
+            means.append(mean)
+            stds.append(std)
+        return torch.stack(means, 1), torch.stack(stds)
 
     def chain_log_prob(self, obs: dict, chain: torch.Tensor, eta: float = 1.0, min_std: float = 0.1,
                        steps: slice | None = None) -> torch.Tensor:

@@ -185,11 +185,7 @@ class SmolVLAPolicy(Policy):
 
     def predict_action_chunk(self, obs, generator=None):
         """(B, Ka, A) unnormalised actions; the starting noise comes from `generator`."""
-        c = self.config
-        B = self.check_observation(obs)
-        dev = generator.device if generator is not None else self.device
-        noise = torch.randn((B, c.chunk_size, c.action_width), generator=generator, device=dev)
-        return self.integrate_chunk(obs, noise)[:, :c.n_action_steps]
+        return self.sample_chunk(obs, generator).executed
 
     def sample_chunk(self, obs, generator=None, stochastic: bool = False) -> ChunkSample:
         """The integrated (B, chunk_size, A) chunk, the layout `denoise_loss` takes; the first

@@ -222,8 +222,7 @@ class VLAPolicy(Policy):
         return ChunkSample(full[:, :self.config.n_action_steps], full, None, logps)
 
     def predict_action_chunk(self, obs, generator=None):
-        tokens, _ = self.sample_tokens(obs, generator)
-        return self.detokenize(tokens)[:, :self.config.n_action_steps]
+        return self.sample_chunk(obs, generator).executed
 
 
 class Block(nn.Module):

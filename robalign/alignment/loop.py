@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -42,7 +41,11 @@ from .rollouts import Chunk, Rollout, collect, noise_seed, preference_pairs
 from .scorers import ObjectiveScorer, Scorer, ScoringError
 
 TRAIN_SEED_BASE = 50000  # training states: apart from demos (0, 1, ...) and evaluation (100000 + i)
+SEEDS_PER_RUN = 1000  # training states a run (one `seed`) may use
 LAUNCHERS = ("serial", "vector")
+# Each stream's seed starts with its own tag: numpy pads short keys with zeros, so without
+# it (seed, r, 1) would equal rollout (seed, r, 1, 0)'s stream.
+STREAM_ROLLOUT, STREAM_LOSS, STREAM_BATCHES = 1, 2, 3
 
 
 class AlignmentError(RobalignError):
@@ -66,15 +69,28 @@ class AlignConfig:
     threshold: float | None = None  # objective value that counts as satisfied; null: the objective's own
 
     def __post_init__(self):
-        checks = {"rounds": self.rounds >= 1, "states": self.states >= 1, "rollouts": self.rollouts >= 2,
-                  "top_m": self.top_m >= 1, "margin": self.margin >= 0, "eval_episodes": self.eval_episodes >= 1,
-                  "num_envs": self.num_envs >= 1}
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise RobalignError(f"bad alignment setting {bad[0]}={getattr(self, bad[0])!r}; allowed: rounds, states, "
-                                f"top_m, eval_episodes, num_envs >= 1; rollouts >= 2 (pairs need two); margin >= 0")
+        ints = {"rounds": 1, "states": 1, "rollouts": 2, "top_m": 1, "seed": 0, "eval_episodes": 1,
+                "eval_seed": 0, "num_envs": 1}
+        for key, low in ints.items():
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < low:
+                raise RobalignError(f"bad alignment setting {key}={value!r}; allowed: rounds, states, top_m, "
+                                    f"eval_episodes, num_envs: ints >= 1; rollouts >= 2 (pairs need two); seed, "
+                                    f"eval_seed >= 0")
+        if not self.margin >= 0 or (self.max_steps is not None and self.max_steps < 1):
+            raise RobalignError(f"bad alignment setting: margin={self.margin!r} (>= 0), max_steps={self.max_steps!r} "
+                                f"(>= 1 or null)")
         if self.launcher not in LAUNCHERS:
             raise UnknownNameError("launcher", self.launcher, list(LAUNCHERS))
+        last = self.train_seed(self.rounds - 1, self.states - 1)
+        if self.rounds * self.states > SEEDS_PER_RUN or last >= self.eval_seed:
+            raise RobalignError(f"training states {self.train_seed(0, 0)}..{last} would reach the held-out seeds "
+                                f"(eval_seed={self.eval_seed}) or the next run seed's; keep rounds x states <= "
+                                f"{SEEDS_PER_RUN} and seed small, or raise eval_seed")
+
+    def train_seed(self, r: int, i: int) -> int:
+        """Env seed of initial state i of round r: apart from demos (0, ...) and evaluation."""
+        return TRAIN_SEED_BASE + SEEDS_PER_RUN * self.seed + r * self.states + i
 
 
 def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodConfig, cfg: AlignConfig,
@@ -97,16 +113,17 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
         scorer if isinstance(scorer, ObjectiveScorer) else None)
     threshold = cfg.threshold if cfg.threshold is not None else getattr(getattr(truth, "objective", None),
                                                                          "threshold", None)
-    settings = {"policy": str(Path(policy_dir).absolute()), "env": env_name, "scorer": scorer.name,
+    settings = {"policy": str(Path(policy_dir).absolute()), "env": env_name, "scorer": scorer.describe(),
                 "objective": truth.name if truth else None, "method": dataclasses.asdict(method),
                 "align": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "rounds"},
-                "demos": str(demos) if demos else None}
+                "demos": str(Path(demos).absolute()) if demos else None}
     if resume:
         _check_resume(out, settings)
     else:
         check_output_dir(out)
     demo_windows = _demo_windows(policy, demos) if demos else None
     options = _env_options(policy, scorer, cfg)
+    _check_env_fits(policy, env_name, options)
     torch.set_num_threads(1)  # the policy shares the cores with the env processes
     out.mkdir(parents=True, exist_ok=True)
     (out / "align.json").write_text(json.dumps(settings, indent=2))
@@ -127,7 +144,7 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
         save_chunks(held_out[:drift.MAX_WINDOWS], out / "heldout.safetensors")
         (out / "before.json").write_text(json.dumps(before, indent=2))
 
-    history, start = _saved_rounds(out, policy)
+    history, start = _saved_rounds(out, policy, cfg.rounds)
     for r in range(start, cfg.rounds):
         history.append(_round(r, policy, reference, aligner, scorer, truth, threshold, env_name, options, cfg,
                               demo_windows, out, progress))
@@ -137,16 +154,19 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
     policy.eval()
     result = {
         "env": env_name, "method": method.name, "scorer": scorer.name, "objective": truth.name if truth else None,
-        "policy": settings["policy"], "before": before, "after": after, "rounds": history,
+        "policy": settings["policy"], "eval_seed": cfg.eval_seed, "before": before, "after": after,
+        "rounds": history,
         "drift": {"kl_per_step": drift.kl_per_step(policy, reference, held_out, cfg.seed),
                   "demo_nll": drift.demo_nll(policy, demo_windows, cfg.seed),
                   "demo_nll_reference": drift.demo_nll(reference, demo_windows, cfg.seed)},
     }
     result["after"]["drift"] = result["drift"]
     result["before"]["drift"] = {"kl_per_step": 0.0, "demo_nll": result["drift"]["demo_nll_reference"]}
-    final = out / "policy"
-    shutil.rmtree(final, ignore_errors=True)
-    policy.save_pretrained(final)
+    from robalign.data.outputs import atomic_output_dir
+
+    shutil.rmtree(out / "policy", ignore_errors=True)  # one left by a run killed before metrics.json
+    with atomic_output_dir(out / "policy") as tmp:
+        policy.save_pretrained(tmp)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     _plot(before, after, history, out / "alignment.png")
     return result
@@ -157,9 +177,8 @@ def _round(r, policy, reference, aligner, scorer, truth, threshold, env_name, op
            progress) -> dict:
     t0 = time.perf_counter()
     S, K = cfg.states, cfg.rollouts
-    first = TRAIN_SEED_BASE + 1000 * cfg.seed + r * S
-    env_seeds = [first + i for i in range(S) for _ in range(K)]
-    noise = [noise_seed(cfg.seed, r, i, k) for i in range(S) for k in range(K)]
+    env_seeds = [cfg.train_seed(r, i) for i in range(S) for _ in range(K)]
+    noise = [noise_seed(STREAM_ROLLOUT, cfg.seed, r, i, k) for i in range(S) for k in range(K)]
     states = [i for i in range(S) for _ in range(K)]
     policy.eval()
     rollouts = _collect(policy, env_name, env_seeds, noise, states, options, cfg, aligner.sampling(),
@@ -178,8 +197,8 @@ def _round(r, policy, reference, aligner, scorer, truth, threshold, env_name, op
         raise AlignmentError(f"{err}. Round {r} stopped before its update; {kept}; fix the scorer and rerun "
                              f"with resume=true to continue from round {r}") from None
     pairs = preference_pairs(rollouts, cfg.top_m, cfg.margin)
-    torch.manual_seed(noise_seed(cfg.seed, r, 1))  # draws inside the losses (anchors)
-    generator = torch.Generator().manual_seed(noise_seed(cfg.seed, r, 2))
+    torch.manual_seed(noise_seed(STREAM_LOSS, cfg.seed, r))  # draws inside the losses (anchors)
+    generator = torch.Generator().manual_seed(noise_seed(STREAM_BATCHES, cfg.seed, r))
     anchor = _anchor(aligner, demo_windows, [w for w, _ in pairs] or rollouts, generator)
     stats = aligner.update(policy, reference, rollouts, pairs, anchor, generator)
     record = {"round": r, "seeds": [env_seeds[0], env_seeds[-1]], "episodes": len(rollouts),
@@ -245,13 +264,13 @@ def _figures(rollouts, env_name, scorer, truth, threshold, out, tag) -> dict:
 
 
 def _env_options(policy, scorer, cfg) -> dict:
-    shapes = policy.input_shapes()
-    opts = {"distractors": cfg.distractors, "max_steps": cfg.max_steps,
-            "camera": "image" in shapes or scorer.needs_frames}
-    if "image" in shapes:
-        opts["image_size"] = int(shapes["image"][0])  # the reward resizes the frames it reads
-    elif scorer.needs_frames:
-        opts["image_size"] = int(scorer.image_size)
+    """The policy's env settings, with the agentview camera on when the scorer reads frames
+    (at the policy's image size if it reads images too: the reward resizes what it reads)."""
+    from robalign.policies.evaluation import env_options
+
+    opts = env_options(policy, cfg.distractors, cfg.max_steps)
+    if scorer.needs_frames and not opts["camera"]:
+        opts.update(camera=True, image_size=int(scorer.image_size))
     return opts
 
 
@@ -265,27 +284,45 @@ def _demo_windows(policy, demos):
 # ---- saving and resuming -------------------------------------------------------------------
 def _save_round(out: Path, r: int, policy, record: dict) -> None:
     """rounds/NNN written whole or not at all (a kill mid-write leaves the previous rounds)."""
+    from robalign.data.outputs import atomic_output_dir
+
     final = out / "rounds" / f"{r:03d}"
-    tmp = final.with_name(f"{r:03d}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.save_pretrained(tmp / "policy")
-    (tmp / "round.json").write_text(json.dumps(record, indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    os.rename(tmp, final)
+    shutil.rmtree(final, ignore_errors=True)  # an incomplete one (no round.json) from a killed run
+    with atomic_output_dir(final) as tmp:
+        policy.save_pretrained(tmp / "policy")
+        (tmp / "round.json").write_text(json.dumps(record, indent=2))
 
 
-def _saved_rounds(out: Path, policy) -> tuple[list[dict], int]:
+def _saved_rounds(out: Path, policy, rounds: int) -> tuple[list[dict], int]:
     """History of the complete rounds on disk, and the next round; loads the last one's weights
     (not its normaliser: min/max statistics do not round-trip bit for bit, and they never change)."""
     from robalign.policies.pretrained import load_weights, read_checkpoint
 
     done = sorted(p for p in (out / "rounds").glob("[0-9][0-9][0-9]") if (p / "round.json").is_file())
     done = [p for i, p in enumerate(done) if p.name == f"{i:03d}"]  # contiguous from 000
+    if len(done) > rounds:
+        raise AlignmentError(f"{out} already holds {len(done)} rounds; resume with rounds >= {len(done)}")
     if not done:
         return [], 0
     _, _, weights, _ = read_checkpoint(done[-1] / "policy")
     load_weights(policy, weights, str(done[-1] / "policy"))
     return [json.loads((p / "round.json").read_text()) for p in done], len(done)
+
+
+def _check_env_fits(policy, env_name: str, options: dict) -> None:
+    """The policy can act on this env's observations (else the error comes before any file)."""
+    import robalign.envs as envs
+
+    env = envs.make(env_name, **{**options, "camera": "image" in policy.input_shapes()})
+    try:
+        obs, _ = env.reset(seed=0)
+        window = {k: torch.as_tensor(np.asarray(obs[k]))[None, None].expand(1, policy.n_obs_steps,
+                                                                             *np.shape(obs[k]))
+                  for k in policy.input_shapes() if k in obs}
+        window.update({k: [obs[k]] for k in policy.text_inputs() if k in obs})
+        policy.check_observation(window)
+    finally:
+        env.close()
 
 
 def _check_resume(out: Path, settings: dict) -> None:

@@ -40,7 +40,7 @@ class MethodConfig:
 
     name: str = "diffusion-dpo"   # tpo | diffusion-dpo | dppo
     lr: float = 1e-5              # AdamW learning rate (a fresh optimiser each round)
-    updates: int = 40             # gradient steps per round
+    updates: int = 40             # gradient steps per round (>= 1)
     batch: int = 8                # pairs (preference methods) or chunks x 8 (dppo) per gradient step
     beta: float = 0.1             # preference temperature: scales the log-ratio difference
     window: int = 0               # chunks per trajectory per step (0: the whole trajectory)
@@ -55,7 +55,7 @@ class MethodConfig:
     min_std: float = 0.1          # floor of each denoising step's std (model units)
 
     def __post_init__(self):
-        checks = {"lr": self.lr > 0, "updates": self.updates >= 0, "batch": self.batch >= 1, "beta": self.beta > 0,
+        checks = {"lr": self.lr > 0, "updates": self.updates >= 1, "batch": self.batch >= 1, "beta": self.beta > 0,
                   "window": self.window >= 0, "anchor_weight": self.anchor_weight >= 0, "grad_clip": self.grad_clip > 0,
                   "ft_denoising_steps": self.ft_denoising_steps >= 1, "clip_ratio": 0 < self.clip_ratio < 1,
                   "kl_coef": self.kl_coef >= 0, "gamma": 0 < self.gamma <= 1, "eta": 0 < self.eta <= 1,
@@ -63,7 +63,7 @@ class MethodConfig:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise RobalignError(f"bad alignment setting method.{bad[0]}={getattr(self, bad[0])!r}; allowed: lr, beta, "
-                                f"grad_clip, min_std > 0; updates, window, anchor_weight, kl_coef >= 0; batch, "
+                                f"grad_clip, min_std > 0; window, anchor_weight, kl_coef >= 0; updates, batch, "
                                 f"ft_denoising_steps >= 1; 0 < clip_ratio < 1; 0 < gamma, eta <= 1")
 
 
@@ -134,7 +134,7 @@ class PreferenceAligner(Aligner):
                     slots += [p * 100000 + j for j in range(len(chosen))]
                     owner += [2 * p + side] * len(chosen)
             ratios = self.chunk_log_ratios(policy, reference, chunks, slots, generator)
-            per_traj = torch.zeros(2 * len(pick), dtype=ratios.dtype).index_add(0, torch.tensor(owner), ratios)
+            per_traj = ratios.new_zeros(2 * len(pick)).index_add(0, torch.tensor(owner, device=ratios.device), ratios)
             logits = cfg.beta * (per_traj[0::2] - per_traj[1::2])
             loss = -F.logsigmoid(logits).mean()
             losses.append(float(loss.detach()))
@@ -171,11 +171,14 @@ class TPO(PreferenceAligner):
 
     @staticmethod
     def _executed_log_prob(policy, chunks):
-        """(n,) log pi of the executed steps of each sampled chunk (the rest never ran)."""
+        """(n,) log pi of the executed steps of each sampled chunk: tokens are emitted step by
+        step, so that is exactly the probability of the actions that ran (the rest never did,
+        including the steps cut off when the episode ended mid-chunk)."""
         obs = stack_obs(chunks, policy.device)
         samples = torch.stack([c.sample for c in chunks]).to(policy.device)
-        pad = torch.arange(samples.shape[1], device=policy.device)[None] >= policy.n_action_steps
-        return policy.log_prob(obs, samples, pad.expand(len(chunks), -1))
+        executed = torch.tensor([c.executed or policy.n_action_steps for c in chunks], device=policy.device)
+        pad = torch.arange(samples.shape[1], device=policy.device)[None] >= executed[:, None]
+        return policy.log_prob(obs, samples, pad)
 
     def chunk_log_ratios(self, policy, reference, chunks, slots, generator):
         with torch.no_grad():
@@ -183,7 +186,8 @@ class TPO(PreferenceAligner):
         return self._executed_log_prob(policy, chunks) - ref
 
     def chunk_nll(self, policy, chunks):
-        return -self._executed_log_prob(policy, chunks).mean() / policy.n_action_steps
+        steps = sum(c.executed or policy.n_action_steps for c in chunks)
+        return -self._executed_log_prob(policy, chunks).sum() / steps
 
     def log_likelihood(self, policy, rollout):
         with torch.no_grad():

@@ -23,13 +23,15 @@ from robalign.types import Trajectory
 @dataclasses.dataclass
 class Chunk:
     """One planning step: obs {key: (To, ...) tensor, or a string for text}, sample (Hz, A),
-    start (the episode step it began at), chain (N+1, Hz, A) and log_probs when recorded."""
+    start (the episode step it began at), chain (N+1, Hz, A) and log_probs when recorded,
+    executed: how many of its actions ran (fewer than K when the episode ended; None: K)."""
 
     obs: dict
     sample: torch.Tensor
     start: int
     chain: torch.Tensor | None = None
     log_probs: torch.Tensor | None = None
+    executed: int | None = None
 
 
 @dataclasses.dataclass
@@ -83,7 +85,13 @@ def collect(policy, env_name: str, env_seeds: list[int], noise_seeds: list[int],
         trajectories = run_serial(policy, env_name, env_seeds, options, progress, make_actor=make_actor)
     else:
         trajectories = run_vector(policy, env_name, env_seeds, options, num_envs, progress, make_actor=make_actor)
-    return [Rollout(t, actors[i].chunks, states[i]) for i, t in enumerate(trajectories)]
+    out = []
+    for i, t in enumerate(trajectories):
+        chunks = actors[i].chunks
+        for c, nxt in zip(chunks, [c.start for c in chunks[1:]] + [len(t)]):
+            c.executed = nxt - c.start
+        out.append(Rollout(t, chunks, states[i]))
+    return out
 
 
 def preference_pairs(rollouts: list[Rollout], m: int, margin: float = 0.0) -> list[tuple[Rollout, Rollout]]:

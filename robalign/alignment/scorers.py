@@ -13,6 +13,7 @@ Glossary: T steps of one trajectory; n trajectories scored together.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Callable, Sequence
 
@@ -37,6 +38,10 @@ class Scorer:
     def score(self, trajectories: Sequence[Trajectory], log_likelihoods: Sequence[float] | None = None) -> np.ndarray:
         """(n,) scores."""
         raise NotImplementedError
+
+    def describe(self) -> str:
+        """Everything that sets the scores (a resumed run must score as the first part did)."""
+        return self.name
 
     def step_rewards(self, trajectory: Trajectory, score: float | None = None) -> np.ndarray:
         """(T,) per-step rewards summing to the trajectory's score (the default puts the
@@ -103,6 +108,9 @@ class GrapeScorer(Scorer):
     + w_likelihood * (the policy's log-likelihood of the trajectory per step)."""
 
     def __init__(self, success: float = 1.0, objectives: dict[str, float] | None = None, likelihood: float = 0.0):
+        if objectives is not None and not isinstance(objectives, dict):
+            raise RobalignError(f"grape objectives must map objective names to weights, e.g. {{clearance: 10.0}}; "
+                                f"got {objectives!r}")
         for key, value in (("success", success), ("likelihood", likelihood), *(objectives or {}).items()):
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise RobalignError(f"grape weight {key}={value!r} must be a finite number")
@@ -120,7 +128,15 @@ class GrapeScorer(Scorer):
                 raise RobalignError("the grape score weighs the policy likelihood, but none was given")
             per_step = np.asarray(log_likelihoods, dtype=np.float64) / np.array([len(t) for t in trajectories])
             out = out + self.weights["likelihood"] * per_step
+        if not np.isfinite(out).all():
+            bad = int(np.flatnonzero(~np.isfinite(out))[0])
+            raise ScoringError(f"the grape score is {out[bad]} on the episode with seed "
+                               f"{trajectories[bad].provenance.get('seed')} (its policy log-likelihood: "
+                               f"{None if log_likelihoods is None else log_likelihoods[bad]})")
         return out
+
+    def describe(self):
+        return f"grape score {json.dumps(self.weights, sort_keys=True)} {sorted((n, w) for n, (_, w) in self.objectives.items())}"
 
 
 def make_scorer(kind: str, reward: str | None = None, objective: str | Callable | None = None,

@@ -42,6 +42,9 @@ def record_rollouts(store: PreferenceStore, env_name: str, n: int, policy: str =
         if not Path(policy).is_dir():
             raise RobalignError(f"policy must be `expert`, `expert:MODE` or a policy checkpoint directory; "
                                 f"got {policy!r}")
+        if noise or drift:
+            raise RobalignError("noise and drift perturb the scripted expert; a policy checkpoint samples its own "
+                                "variety (leave noise=0 and drift=0)")
         learnt = load_policy(policy)
     elif not isinstance(policy, str):
         raise RobalignError(f"policy must be `expert`, `expert:MODE` or a policy checkpoint directory; got {policy!r}")
