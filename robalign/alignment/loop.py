@@ -385,9 +385,11 @@ def _plot(before: dict, after: dict | None, history: list[dict], path: Path) -> 
     labels = ["success", "satisfied"]
     values_before = [before["success_rate"], before["satisfied_share"] or 0.0]
     x = np.arange(len(labels))
-    axes[1].bar(x - 0.2, values_before, 0.4, label="before")
+    bars = axes[1].bar(x - 0.2, values_before, 0.4, label="before")
+    axes[1].bar_label(bars, fmt="%.2f")
     if after is not None:
-        axes[1].bar(x + 0.2, [after["success_rate"], after["satisfied_share"] or 0.0], 0.4, label="after")
+        bars = axes[1].bar(x + 0.2, [after["success_rate"], after["satisfied_share"] or 0.0], 0.4, label="after")
+        axes[1].bar_label(bars, fmt="%.2f")
     axes[1].set_xticks(x, labels)
     axes[1].set_ylim(0, 1)
     axes[1].legend()
