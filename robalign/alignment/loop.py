@@ -57,7 +57,7 @@ class AlignConfig:
     rounds: int = 4              # R: rounds of roll out -> score -> pair -> update
     states: int = 8              # S: new initial states (env seeds) per round
     rollouts: int = 4            # K: episodes per initial state
-    top_m: int = 1               # pairs per state: each of the top m against each of the bottom m
+    top_m: int = 2               # pairs per state: each of the top m against each of the bottom m
     margin: float = 0.0          # skip pairs whose scores differ by this much or less
     seed: int = 0                # seeds every draw of the run (states, policy noise, minibatches)
     eval_episodes: int = 20      # held-out episodes before and after (seeds eval_seed + i)
