@@ -64,16 +64,12 @@ def _explain_hydra_error(verb: str, err: Exception) -> str:
     if text.startswith("Could not override '"):
         key = text.split("'", 2)[1]
         return f"unknown setting {key!r} for `robalign {verb}`; valid settings: {', '.join(_settings(verb))}"
-    if "Could not find 'policy_preset/" in text:
-        from robalign.configs import group_options
+    for group, what in (("policy_preset", "policy"), ("align_method", "alignment method")):
+        if f"Could not find '{group}/" in text:
+            from robalign.configs import group_options
 
-        name = text.split("Could not find 'policy_preset/", 1)[1].split("'", 1)[0]
-        return f"unknown policy {name!r}; valid choices: {', '.join(group_options('policy_preset'))}"
-    if "Could not find 'align_method/" in text:
-        from robalign.configs import group_options
-
-        name = text.split("Could not find 'align_method/", 1)[1].split("'", 1)[0]
-        return f"unknown alignment method {name!r}; valid choices: {', '.join(group_options('align_method'))}"
+            name = text.split(f"Could not find '{group}/", 1)[1].split("'", 1)[0]
+            return f"unknown {what} {name!r}; valid choices: {', '.join(group_options(group))}"
     if "Could not find 'env/" in text:
         import robalign.envs as envs
 

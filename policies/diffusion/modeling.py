@@ -172,13 +172,14 @@ class DiffusionPolicy(Policy):
             log_probs.append(_gaussian_log_prob(x, mean, std))
         return DenoisingChain(torch.stack(chain, 1), torch.stack(log_probs, 1), self._chunk(x.clamp(-1, 1)))
 
-    def chain_moments(self, obs: dict, chain: torch.Tensor, eta: float = 1.0,
-                      min_std: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean (B, N, Hz, A) and std (N,) of each step x_k -> x_{k+1} of stored chains
-        under the current weights: two policies' Gaussian steps give an exact KL."""
+    def chain_moments(self, obs: dict, chain: torch.Tensor, eta: float = 1.0, min_std: float = 0.1,
+                      steps: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean (B, n, Hz, A) and std (n,) of each step x_k -> x_{k+1} of stored chains under
+        the current weights (`steps` picks n of the N): two policies' Gaussian steps give an
+        exact KL."""
         cond = self.conditioning(obs)
         means, stds = [], []
-        for k in range(self.config.num_inference_steps):
+        for k in range(self.config.num_inference_steps)[steps or slice(None)]:
             mean, std = self._ddim_step(chain[:, k], k, cond, eta, min_std)
             means.append(mean)
             stds.append(std)
@@ -187,13 +188,9 @@ class DiffusionPolicy(Policy):
     def chain_log_prob(self, obs: dict, chain: torch.Tensor, eta: float = 1.0, min_std: float = 0.1,
                        steps: slice | None = None) -> torch.Tensor:
         """(B, N) log-prob of each stored step under the current weights (`steps` picks a subset)."""
-        cond = self.conditioning(obs)
+        means, stds = self.chain_moments(obs, chain, eta, min_std, steps)
         ks = range(self.config.num_inference_steps)[steps or slice(None)]
-        out = []
-        for k in ks:
-            mean, std = self._ddim_step(chain[:, k], k, cond, eta, min_std)
-            out.append(_gaussian_log_prob(chain[:, k + 1], mean, std))
-        return torch.stack(out, 1)
+        return torch.stack([_gaussian_log_prob(chain[:, k + 1], means[:, j], stds[j]) for j, k in enumerate(ks)], 1)
 
 
 def _gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

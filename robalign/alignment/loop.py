@@ -204,10 +204,7 @@ def _round(r, policy, reference, aligner, scorer, truth, threshold, env_name, op
     record = {"round": r, "seeds": [env_seeds[0], env_seeds[-1]], "episodes": len(rollouts),
               "score_mean": float(np.mean(scores)), "score_min": float(np.min(scores)),
               "score_max": float(np.max(scores)), "success_rate": float(np.mean([t.success for t in trajectories])),
-              "objective_mean": float(np.mean(true_values)) if true_values is not None else None,
-              "satisfied_share": (float(np.mean(np.asarray(true_values) >= threshold))
-                                  if true_values is not None and threshold is not None else None),
-              "update": stats, "seconds": round(time.perf_counter() - t0, 1)}
+              **_objective_figures(true_values, threshold), "update": stats, "seconds": round(time.perf_counter() - t0, 1)}
     _save_round(out, r, policy, record)
     if progress:
         shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in record.items() if k != "update"}
@@ -255,12 +252,19 @@ def _figures(rollouts, env_name, scorer, truth, threshold, out, tag) -> dict:
     except ScoringError as err:
         raise AlignmentError(f"{err} (in the {tag} evaluation); the run stopped, {out} keeps what was saved") from None
     return {"success_rate": m["success_rate"], "success_ci95": m["success_ci95"],
-            "objective_mean": float(np.mean(values)) if values is not None else None,
-            "satisfied_share": (float(np.mean(np.asarray(values) >= threshold))
-                                if values is not None and threshold is not None else None),
+            **_objective_figures(values, threshold),
             "score_mean": float(np.mean(scores)) if scores is not None else None,
             "episode_length": m["episode_length"], "mode_share": m["mode_share"], "episodes": len(trajectories),
             "objective_values": None if values is None else [round(float(v), 5) for v in values]}
+
+
+def _objective_figures(values, threshold) -> dict:
+    """The person's objective over some episodes: its mean and the share at or above threshold."""
+    if values is None:
+        return {"objective_mean": None, "satisfied_share": None}
+    values = np.asarray(values)
+    return {"objective_mean": float(values.mean()),
+            "satisfied_share": float(np.mean(values >= threshold)) if threshold is not None else None}
 
 
 def _env_options(policy, scorer, cfg) -> dict:
