@@ -1,0 +1,143 @@
+"""`robot=franky`: a Panda or FR3 through franky-control 2.0's joint impedance tracker.
+
+franky runs libfranka's 1 kHz loop in C++ (a client-side joint impedance controller,
+``JointImpedanceTrackingMotion``) and picks up the newest joint reference each cycle. A thread
+here runs the control core every ``control_dt`` (2 ms by default) and hands franky the
+smoothed reference; the references are already velocity-, acceleration- and jerk-bounded, so
+the 2 ms steps the C++ loop sees stay small.
+
+A reflex or lost connection surfaces as franky's ``ControlException`` when the motion is polled:
+the backend enters FAULT, saves the episode flagged and keeps the controller log;
+``recover()`` calls ``recover_from_errors()`` and only a person calls it.
+
+Needs the ``hardware`` extra (``pip install robalign[hardware]``); on a non-realtime kernel pass
+``realtime=false`` (franky's ``RealtimeConfig.Ignore``), as the tests against franky-sim do.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from robalign.errors import RobalignError
+from robalign.hardware.backend import FAULT, HOLDING, STREAMING, BackendConfig, LocalBackend, register_backend
+
+
+def import_client(module: str, extra: str = "hardware"):
+    """Import a robot client library, or say how to install it."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise RobalignError(f"robot backend needs the {module!r} package ({err}); install it with "
+                            f"`pip install 'robalign[{extra}]'`") from None
+
+
+class ThreadedBackend(LocalBackend):
+    """A LocalBackend whose control core runs in a thread every control_dt, on the monotonic clock.
+
+    Subclasses implement ``_cycle(now)``: send this cycle's reference, record the measured state,
+    and raise their library's control error when the arm reports one.
+    """
+
+    def _start_thread(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(target=self._control_loop, name=f"{self.name}-control", daemon=True)
+        self._thread.start()
+
+    def _stop_thread(self) -> None:
+        self._running = False
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def _control_loop(self) -> None:
+        next_t = time.monotonic()
+        while self._running:
+            with self._lock:
+                if self._state in (STREAMING, HOLDING):
+                    try:
+                        self._cycle(self.clock())
+                    except self.control_errors as err:
+                        self._enter_fault(f"{type(err).__name__}: {err}")
+                    except BaseException as err:  # a bug in the loop: stop the arm, say why, re-raise
+                        self._enter_fault(f"control loop crashed: {type(err).__name__}: {err}")
+                        raise
+            next_t += self.control_dt
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_t = time.monotonic()  # overran: do not try to catch up in a burst
+
+    def _cycle(self, now: float) -> None:
+        raise NotImplementedError
+
+
+@register_backend("franky")
+class FrankyBackend(ThreadedBackend):
+    """franky-control's JointImpedanceTracker, fed by the control core every control_dt."""
+
+    def __init__(self, config: BackendConfig | None = None, host: str = "172.16.0.2", realtime: bool = True,
+                 stiffness: tuple[float, ...] = (600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0),
+                 control_dt: float = 0.002, **overrides):
+        config = BackendConfig(**({"arm": "fr3"} | overrides)) if config is None else config
+        super().__init__(config, control_dt=control_dt)
+        self.host, self.realtime = host, realtime
+        self.stiffness = np.asarray(stiffness, np.float64)
+        if self.stiffness.shape != (7,) or not np.all(self.stiffness > 0):
+            raise RobalignError(f"franky stiffness must be 7 positive numbers (Nm/rad); got {stiffness!r}")
+        self.franky = None
+        self.robot = None
+        self._tracker = None
+
+    def _open(self):
+        franky = self.franky = import_client("franky")
+        self.control_errors = (franky.ControlException, franky.CommandException, franky.NetworkException,
+                               franky.InvalidOperationException)
+        config = franky.RealtimeConfig.Enforce if self.realtime else franky.RealtimeConfig.Ignore
+        self.robot = franky.Robot(self.host, realtime_config=config)
+        q, dq = self._measure()
+        self._start_thread()
+        return q, dq
+
+    def _measure(self):
+        js = self.robot.current_joint_state
+        return np.array(js.position, np.float64), np.array(js.velocity, np.float64)
+
+    def _start_motion(self, q):
+        # the tracker starts at the measured q, which is where the smoother starts too
+        self._tracker = self.franky.JointImpedanceTracker(self.robot, stiffness=self.stiffness)
+
+    def _cycle(self, now):
+        if not self.robot.is_in_control:
+            self.robot.join_motion(timeout=0.5)  # raises the motion's ControlException, if it had one
+            raise self.franky.ControlException("franky: the controller left control without an error")
+        ref = self._tick(now)
+        if self._state == FAULT or self._tracker is None:
+            return
+        self._tracker.set_target(ref)
+        q, dq = self._measure()
+        self._record(now, q, dq, ref)
+
+    def _stop_motion(self):
+        tracker, self._tracker = self._tracker, None
+        if tracker is None:
+            return
+        try:
+            self.robot.stop()
+            self.robot.join_motion(timeout=2.0)
+        except self.franky.ControlException as err:
+            if "preempted" not in str(err):  # our own stop preempts the motion; anything else is real
+                raise
+
+    def _recover(self):
+        self._tracker = None
+        if not self.robot.recover_from_errors():
+            raise RobalignError("franky: recover_from_errors() failed; check the arm and Desk")
+
+    def _close(self):
+        self._stop_thread()
+        self.robot = None
