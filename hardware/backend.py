@@ -191,6 +191,7 @@ class LocalBackend(RobotBackend):
         self.events: list[dict] = []  # clamps, holds, stops, faults: what happened, when
         self._log: dict[str, list] = {"t": [], "q_ref": [], "q": [], "dq": []}
         self._episodes = 0
+        self._events_saved = 0  # events before this index went into an earlier episode
         self.monitor: SafetyMonitor | None = None
         self.schedule: TargetSchedule | None = None
         self.smoother: Smoother | None = None
@@ -387,7 +388,9 @@ class LocalBackend(RobotBackend):
         err = np.abs(arrays["q"] - arrays["q_ref"]) if len(arrays["t"]) else np.zeros((0, 7))
         meta = {"backend": self.name, "arm": self.limits.name, "flagged": flagged, "reason": reason,
                 "cycles": int(len(arrays["t"])), "tracking_error_mean": float(err.mean()) if err.size else None,
-                "tracking_error_max": float(err.max()) if err.size else None, "events": self.events[-1000:]}
+                "tracking_error_max": float(err.max()) if err.size else None,
+                "events": self.events[self._events_saved:]}
+        self._events_saved = len(self.events)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=float))
         os.replace(tmp, final)
         self._episodes += 1
@@ -421,4 +424,4 @@ def make_backend(name: str, **kwargs) -> RobotBackend:
 
 def _load_all() -> None:
     # importing registers; the client libraries themselves are imported only on connect()
-    from robalign.hardware import franky_backend, libfranka_backend, sim  # noqa: F401
+    from robalign.hardware import franky_backend, libfranka_backend, remote, sim  # noqa: F401
