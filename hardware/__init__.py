@@ -10,10 +10,10 @@ Backends (sim, franky, libfranka, remote) and the deploy runtime are not built y
 
 from .interpolation import interpolate, min_duration
 from .limits import FrankaLimits
-from .safety import (FAULT, OK, BadDtype, BadShape, NonFinite, NonMonotonicTime, SafetyConfig, SafetyEvent,
+from .safety import (FAULT, OK, BadDtype, BadShape, NonFinite, NonMonotonicTime, OutOfRange, SafetyConfig, SafetyEvent,
                      SafetyFault, SafetyFilter, SafetyMonitor, SafetyResult, SafetyViolation, TimedTarget, validate)
 from .watchdog import HOLD, STOP, VirtualClock, Watchdog
 
-__all__ = ["FAULT", "HOLD", "OK", "STOP", "BadDtype", "BadShape", "FrankaLimits", "NonFinite", "NonMonotonicTime",
+__all__ = ["FAULT", "HOLD", "OK", "STOP", "BadDtype", "BadShape", "FrankaLimits", "NonFinite", "NonMonotonicTime", "OutOfRange",
            "SafetyConfig", "SafetyEvent", "SafetyFault", "SafetyFilter", "SafetyMonitor", "SafetyResult",
            "SafetyViolation", "TimedTarget", "VirtualClock", "Watchdog", "interpolate", "min_duration", "validate"]

@@ -218,6 +218,7 @@ class RemoteBackend(RobotBackend):
         self._offset = 0.0  # client clock - server clock
         self._lock = threading.RLock()
         self._running = False
+        self._local_fault: str | None = None  # this side's monitor latched FAULT
         self.ctx = None
 
     def clock(self) -> float:
@@ -225,6 +226,8 @@ class RemoteBackend(RobotBackend):
 
     @property
     def state(self) -> str:
+        if self._local_fault is not None:
+            return FAULT
         return self._fresh_state()["mode"] if self._latest is not None else IDLE
 
     def connect(self) -> RobotState:
@@ -258,12 +261,18 @@ class RemoteBackend(RobotBackend):
             if self.monitor is None:
                 raise BackendError("remote: not connected; call connect() first")
             latest = self._fresh_state()
-            if latest["mode"] == FAULT:
-                raise BackendFault(f"remote: the arm is in FAULT ({latest['fault']}); call recover() first")
+            fault = self._local_fault or (latest["fault"] if latest["mode"] == FAULT else None)
+            if fault is not None:
+                raise BackendFault(f"remote: the arm is in FAULT ({fault}); call recover() first")
             safe, error = [], None
             for item in items:
                 before = self.monitor.last_safe
-                target = self.monitor.submit(item)  # raises SafetyFault when the local monitor latches
+                target = self.monitor.submit(item)
+                if self.monitor.state == "FAULT":  # this side latched: stop the arm, refuse until recover()
+                    self._local_fault = f"safety monitor: {self.monitor.violations} consecutive violations"
+                    self._adopt(self._request("stop", reason=f"workstation {self._local_fault}"))
+                    raise SafetyFault(f"remote: {self._local_fault}; the arm stopped and commands are refused "
+                                      "until recover()")
                 if self.monitor.last_result.rejected is not None:
                     error = self.monitor.last_result.rejected
                     break
@@ -285,6 +294,7 @@ class RemoteBackend(RobotBackend):
 
     def recover(self) -> None:
         self._adopt(self._request("recover"))
+        self._local_fault = None
         self._reseed()
 
     def wait(self, seconds: float) -> None:
@@ -350,7 +360,7 @@ class RemoteBackend(RobotBackend):
             self._latest, self._latest_at = reply["state"], self.clock()
 
     def _reseed(self) -> None:
-        s = self._latest
+        s = self._request("read_state")["state"]
         self.monitor = SafetyMonitor(self.filter, start=TimedTarget(self.clock(), np.array(s["q"], np.float64)))
 
     def _background(self) -> None:
@@ -377,8 +387,9 @@ class RemoteBackend(RobotBackend):
         return self._latest
 
     def _to_state(self, s: dict) -> RobotState:
+        mode, fault = (FAULT, self._local_fault) if self._local_fault is not None else (s["mode"], s["fault"])
         return RobotState(s["t"] + self._offset, np.array(s["q"]), np.array(s["dq"]), np.array(s["q_ref"]),
-                          s["mode"], s["fault"])
+                          mode, fault)
 
 
 def serve(robot: str = "sim", bind: str = "127.0.0.1", **backend_settings) -> None:

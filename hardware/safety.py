@@ -14,6 +14,7 @@ Glossary of shapes:
 applied it either rejects the command (a typed ``SafetyViolation``: hold ``last_safe``) or
 clamps it, in this order, recording a ``SafetyEvent`` for each clamp:
 
+0. a joint further than ``reject_beyond`` outside its range is rejected (``OutOfRange``);
 1. joint limits minus ``joint_margin``;
 2. per-command change: ``|q - last.q| <= max_step_change``;
 3. velocity: ``|q - last.q| <= velocity_scale * dq_max * (t - last.t)``;
@@ -59,6 +60,10 @@ class NonFinite(SafetyViolation):
     """NaN or inf in the time or an array."""
 
 
+class OutOfRange(SafetyViolation):
+    """A joint target more than reject_beyond rad outside the arm's joint range: a bug, not an overshoot."""
+
+
 class NonMonotonicTime(SafetyViolation):
     """A command not strictly newer than the last safe target."""
 
@@ -84,6 +89,10 @@ class SafetyConfig:
     workspace_min: tuple[float, float, float] = (0.2, -0.5, 0.02)
     # metres, highest allowed end-effector x, y, z in the robot base frame
     workspace_max: tuple[float, float, float] = (0.8, 0.5, 0.8)
+    # rad: a joint target further than this outside [q_min, q_max] is rejected (OutOfRange), not
+    # clamped: 1e9 rad is a bug upstream, and clamping it would drive the joint to its limit
+    # (math.inf: clamp everything)
+    reject_beyond: float = 0.5
     # consecutive clamped or rejected commands before the monitor enters FAULT
     max_violations: int = 10
     # s, nominal command period (for the watchdog and interpolation; the velocity clamp
@@ -98,6 +107,8 @@ class SafetyConfig:
             bad("joint_margin must be a finite number of rad >= 0")
         if not (math.isfinite(self.max_step_change) and self.max_step_change > 0):
             bad("max_step_change must be a finite number of rad > 0")
+        if not (self.reject_beyond >= 0):  # NaN fails too
+            bad("reject_beyond must be a number of rad >= 0 (math.inf to clamp everything)")
         if not 0 < self.velocity_scale <= 1:
             bad("velocity_scale must be in (0, 1] (a fraction of dq_max)")
         lo, hi = np.asarray(self.workspace_min, float), np.asarray(self.workspace_max, float)
@@ -227,6 +238,12 @@ class SafetyFilter:
             if last_safe is not None and not cmd.t > last_safe.t:
                 raise NonMonotonicTime(f"t must be strictly greater than the last safe target's "
                                        f"t={last_safe.t!r}; got t={cmd.t!r}")
+            far = np.flatnonzero((cmd.q < self.limits.q_min - self.config.reject_beyond)
+                                 | (cmd.q > self.limits.q_max + self.config.reject_beyond))
+            if far.size:
+                raise OutOfRange(f"joints {far.tolist()} at {cmd.q[far].tolist()} rad are more than "
+                                 f"{self.config.reject_beyond} rad outside {self.limits.name}'s range "
+                                 f"[{self.limits.q_min[far].tolist()}, {self.limits.q_max[far].tolist()}]")
         except SafetyViolation as err:
             return SafetyResult(last_safe, (), err)
 

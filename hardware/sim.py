@@ -179,6 +179,8 @@ class SimBackend(LocalBackend):
         while n > 0:
             batch = min(n, BATCH)
             with self._lock:
+                if not self._connected and not self.virtual_clock:
+                    return  # closed while the real-time thread waited for the lock
                 self._require_connected()
                 start = self._t
                 refs = np.empty((batch, 7))

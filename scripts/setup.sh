@@ -28,10 +28,19 @@ PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 echo "setup: installing Python packages into $VENV (torch first, pinned)" >&2
 # torch before anything else, so no dependency can pull an unpinned (multi-GB CUDA) build
 "${PIP[@]}" torch==2.14.1 torchvision==0.29.1
-"${PIP[@]}" -e ".[dev,vla]"
+"${PIP[@]}" -e ".[dev,vla,hardware]"
 # lerobot 0.4.4 declares torch<2.11 and torchcodec<0.11; both work with the pins above
 # (see shared/DESIGN.md), so they go in without their declared deps; pyproject lists
 # lerobot's runtime needs.
 "${PIP[@]}" --no-deps lerobot==0.4.4 torchcodec==0.14.0
+# The libfranka-protocol simulators the hardware tests start (tests/franka_protocol/): each pins
+# a MuJoCo robalign's robosuite cannot use, so each gets its own venv.
+SIMS="${ROBALIGN_SIMS:-.venv-sims}"
+for sim in franky-sim==1.0.4 franka-sim==1.1.7; do
+  name="${sim%%==*}"
+  [[ -x "$SIMS/$name/bin/python" ]] || "$PYTHON" -m venv "$SIMS/$name"
+  echo "setup: installing $sim into $SIMS/$name" >&2
+  "$SIMS/$name/bin/python" -m pip install -q --disable-pip-version-check "$sim"
+done
 echo "$WANT" > "$STAMP"
 echo "setup: done ($VENV)" >&2

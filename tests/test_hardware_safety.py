@@ -21,7 +21,7 @@ from robalign.hardware.interpolation import interpolate, min_duration
 from robalign.hardware.limits import FrankaLimits
 from robalign.hardware.safety import (
     FAULT, JOINT_LIMIT, OK, STEP, VELOCITY, WORKSPACE, BadDtype, BadShape, NonFinite, NonMonotonicTime,
-    SafetyConfig, SafetyFault, SafetyFilter, SafetyMonitor, SafetyViolation, TimedTarget,
+    OutOfRange, SafetyConfig, SafetyFault, SafetyFilter, SafetyMonitor, SafetyViolation, TimedTarget,
 )
 from robalign.hardware.watchdog import HOLD, STOP, VirtualClock, Watchdog
 from robalign.hardware.watchdog import OK as WD_OK
@@ -57,7 +57,7 @@ finite_q = st.one_of(
 )
 limits_st = st.sampled_from([PANDA, FR3])
 configs = st.builds(SafetyConfig, joint_margin=st.floats(0, 0.2), max_step_change=st.floats(1e-4, 1.0),
-                    velocity_scale=st.floats(0.01, 1.0))
+                    velocity_scale=st.floats(0.01, 1.0), reject_beyond=st.one_of(st.just(math.inf), st.floats(0, 2)))
 
 
 # ---------------------------------------------------------------- limits
@@ -182,6 +182,10 @@ def test_applied_target_always_within_bounds(data, limits, config, q, has_last, 
     t = 3.0 + gap
     assume(not has_last or t > 3.0)
     result = f.check(TimedTarget(t, q), last)
+    q64 = q.astype(np.float64)
+    if np.any(q64 < limits.q_min - config.reject_beyond) or np.any(q64 > limits.q_max + config.reject_beyond):
+        assert isinstance(result.rejected, OutOfRange) and result.target is last and not result.events
+        return
     assert result.rejected is None
     applied = result.target.q
     assert result.target.t == t and applied.dtype == np.float64 and not applied.flags.writeable
@@ -206,8 +210,12 @@ def test_applied_target_always_within_bounds(data, limits, config, q, has_last, 
 
 
 @pytest.mark.parametrize("value", [1e9, -1e9, 1e300, np.finfo(np.float64).max])
-def test_huge_values_are_clamped_to_the_limit_band(value):
-    result = SafetyFilter(PANDA).check(TimedTarget(0.0, np.full(7, value)), None)
+def test_huge_values_are_rejected_or_with_reject_beyond_inf_clamped(value):
+    last = _last(t=0.0)
+    result = SafetyFilter(PANDA).check(TimedTarget(0.1, np.full(7, value)), last)
+    assert isinstance(result.rejected, OutOfRange) and result.target is last and "outside panda's range" in str(
+        result.rejected)
+    result = SafetyFilter(PANDA, SafetyConfig(reject_beyond=math.inf)).check(TimedTarget(0.0, np.full(7, value)), None)
     band_edge = PANDA.q_max - 0.05 if value > 0 else PANDA.q_min + 0.05
     np.testing.assert_array_equal(result.target.q, band_edge)
     assert [(e.kind, e.index, e.requested) for e in result.events] == [(JOINT_LIMIT, j, value) for j in range(7)]

@@ -1,0 +1,177 @@
+"""One conformance suite for every robot backend.
+
+Here it runs against `sim` (virtual clock and real time) and `remote` (a RobotServer over
+loopback ZeroMQ serving a real-time sim). test_franka_protocol.py runs this same file again
+inside `unshare -n` with ROBALIGN_CONFORMANCE_BACKEND=franky (against franky-sim) and =libfranka
+(against franka-sim), where the fixture starts the simulator.
+
+Time passes through ``robot.wait(seconds)``: the virtual clock advances, the others sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from robalign.hardware.backend import FAULT, HOLDING, IDLE, STREAMING, BackendFault, make_backend
+from robalign.hardware.safety import SafetyFault, SafetyViolation, TimedTarget
+
+SIMULATOR = {"franky": "franky-sim", "libfranka": "franka-sim"}
+ONLY = os.environ.get("ROBALIGN_CONFORMANCE_BACKEND")
+BACKENDS = [ONLY] if ONLY else ["sim", "sim-realtime", "remote"]
+COMMON = dict(period=0.1, hold_after_periods=3.0, hold_timeout=1.0)
+
+
+@pytest.fixture(params=BACKENDS)
+def robot(request, tmp_path):
+    """(backend, episode_dir): connected, IDLE; closed afterwards."""
+    name, episodes = request.param, tmp_path / "episodes"
+    closers = []
+    if name in ("sim", "sim-realtime"):
+        backend = make_backend("sim", virtual_clock=name == "sim", episode_dir=str(episodes), **COMMON)
+    elif name == "remote":
+        from robalign.hardware.remote import RobotServer
+        arm = make_backend("sim", virtual_clock=False, episode_dir=str(episodes), **COMMON)
+        server = RobotServer(arm, ports={k: 0 for k in ("control", "commands", "heartbeat", "state")}).start()
+        closers += [arm.close, server.close]
+        backend = make_backend("remote", ports=server.ports, **COMMON)
+    else:
+        from franka_protocol.simulators import Simulator
+        sim = Simulator(SIMULATOR[name], log_dir=tmp_path)
+        closers.append(sim.close)
+        backend = make_backend(name, host="127.0.0.1", realtime=False, episode_dir=str(episodes), **COMMON)
+    try:
+        backend.connect()
+        yield backend, episodes
+    finally:
+        backend.close()
+        for close in reversed(closers):
+            close()
+
+
+def stream(robot, q_of_t, seconds: float, every: float = 0.05) -> None:
+    """Submit q_of_t(t) for t one period ahead, every `every` seconds, for `seconds`."""
+    for _ in range(round(seconds / every)):
+        t = robot.clock() + 0.1
+        robot.submit(TimedTarget(t, q_of_t(t)))
+        robot.wait(every)
+
+
+def episodes_saved(episodes: Path) -> list[dict]:
+    return [json.loads((d / "meta.json").read_text()) for d in sorted(episodes.glob("[0-9][0-9][0-9]"))]
+
+
+def test_connect_reports_a_finite_idle_state(robot):
+    robot, _ = robot
+    s = robot.read_state()
+    assert s.mode == IDLE and robot.state == IDLE and s.fault is None
+    assert s.q.shape == s.dq.shape == s.q_ref.shape == (7,) and np.all(np.isfinite(s.q))
+    assert math.isfinite(s.t) and abs(s.t - robot.clock()) < 0.5
+
+
+def test_streams_a_motion_and_tracks_it(robot):
+    robot, episodes = robot
+    q0 = robot.read_state().q.copy()
+    goal = q0 + np.array([0.1, 0, 0, 0, 0, 0, 0.1])
+    t0 = robot.clock()
+    stream(robot, lambda t: q0 + min((t - t0) / 1.0, 1.0) * (goal - q0), 2.0)
+    s = robot.read_state()
+    assert s.mode == STREAMING
+    np.testing.assert_allclose(s.q_ref, goal, atol=1e-3)  # the reference arrived (the smoother's lag is < 0.3 s)
+    np.testing.assert_allclose(s.q, goal, atol=0.03)  # and the arm followed it
+    robot.stop("test over")
+    assert robot.state == IDLE
+    meta = episodes_saved(episodes)[-1]
+    assert meta["reason"] == "test over" and not meta["flagged"] and meta["cycles"] > 500
+    assert meta["tracking_error_max"] < 0.1
+
+
+garbage = st.one_of(
+    hnp.arrays(np.float64, 7, elements=st.sampled_from([np.nan, np.inf, -np.inf, 1e9, -1e9, 0.0])).filter(
+        lambda q: not np.all(q == 0.0)),
+    hnp.arrays(st.sampled_from([np.float64, np.float32]), st.sampled_from([(6,), (8,), (7, 1), (1, 7), ()])),
+    hnp.arrays(st.sampled_from([np.int64, np.int32, np.bool_, np.complex128, np.float16]), 7),
+    st.sampled_from(["1234567", None, [0.1] * 6]),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(q=garbage, late=st.booleans())
+def test_garbage_never_reaches_the_arm(robot, q, late):
+    """NaN, inf, 1e9, wrong shapes and dtypes, non-monotonic time: a typed error, nothing sent."""
+    robot, _ = robot
+    last = robot.monitor.last_safe
+    if late:  # a valid joint vector but a time not after the last safe target's
+        q, t = np.array(last.q), last.t
+    else:
+        t = robot.clock() + 0.1
+    with pytest.raises(SafetyViolation):
+        robot.submit(TimedTarget(t, q))
+    assert robot.monitor.last_safe is last  # the arm keeps its last safe target
+    assert robot.state in (IDLE, STREAMING, HOLDING)
+    # one good command clears the violation count (it repeats the held target: no motion)
+    robot.submit(TimedTarget(max(robot.clock(), last.t) + 0.1, np.array(last.q)))
+    np.testing.assert_allclose(robot.read_state().q_ref, last.q, atol=0.02)
+
+
+def test_watchdog_holds_then_stops_and_saves_the_episode(robot):
+    robot, episodes = robot
+    q0 = robot.read_state().q.copy()
+    robot.submit(TimedTarget(robot.clock() + 0.1, q0))
+    robot.wait(0.2)
+    assert robot.state == STREAMING
+    robot.wait(0.25)  # 0.45 s since the last command > 3 periods
+    assert robot.state == HOLDING
+    robot.submit(TimedTarget(robot.clock() + 0.1, q0))  # a fresh command resumes
+    robot.wait(0.02)  # (a remote arm's state reaches the workstation within one state period)
+    assert robot.state == STREAMING
+    robot.wait(1.6)  # 0.3 s to HOLD + 1.0 s hold timeout, with margin
+    assert robot.state == IDLE
+    meta = episodes_saved(episodes)[-1]
+    assert meta["reason"].startswith("watchdog") and not meta["flagged"]
+    events = [e["event"] for e in meta["events"]]
+    assert events[-1] == "stop" and events.count("hold") == 2
+
+
+def test_repeated_violations_fault_until_recover(robot):
+    robot, _ = robot
+    q0 = robot.read_state().q.copy()
+    stream(robot, lambda t: q0, 0.2)
+    n = robot.config.safety.max_violations
+    for _ in range(n - 1):
+        with pytest.raises(SafetyViolation):
+            robot.submit(TimedTarget(robot.clock() + 0.1, np.full(7, np.nan)))
+    with pytest.raises(SafetyFault):
+        robot.submit(TimedTarget(robot.clock() + 0.1, np.full(7, np.nan)))
+    assert robot.state == FAULT
+    with pytest.raises(BackendFault):
+        robot.submit(TimedTarget(robot.clock() + 0.1, q0))
+    robot.wait(0.3)
+    assert robot.state == FAULT  # FAULT never clears by itself
+    robot.recover()
+    assert robot.state == IDLE
+    stream(robot, lambda t: q0, 0.2)
+    assert robot.state == STREAMING
+
+
+def test_hold_keeps_the_arm_still(robot):
+    robot, _ = robot
+    q0 = robot.read_state().q.copy()
+    t0 = robot.clock()
+    stream(robot, lambda t: q0 + 0.15 * min(t - t0, 1.0) * np.eye(7)[0], 0.5)
+    robot.hold()
+    assert robot.state == HOLDING
+    robot.wait(0.7)  # the smoother brakes: its box filters span 0.3-0.55 s
+    before = robot.read_state().q_ref
+    robot.wait(0.2)
+    after = robot.read_state()
+    assert after.mode == HOLDING
+    np.testing.assert_allclose(after.q_ref, before, atol=1e-4)
