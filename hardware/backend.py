@@ -92,6 +92,26 @@ class BackendConfig:
     # where stopped and faulted episodes are saved (None: not saved)
     episode_dir: str | None = None
 
+    @classmethod
+    def build(cls, defaults: dict | None = None, **settings) -> "BackendConfig":
+        """A config from key=value settings (safety's as a dict); an unknown key is an error naming the allowed ones."""
+        settings = {**(defaults or {}), **settings}
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(settings) - fields)
+        if unknown:
+            raise RobalignError(f"unknown robot setting(s) {unknown}; allowed: {sorted(fields)} and the backend's "
+                                "own (see configs/robot/)")
+        if isinstance(settings.get("safety"), dict):
+            safety_fields = {f.name for f in dataclasses.fields(SafetyConfig)}
+            bad = sorted(set(settings["safety"]) - safety_fields)
+            if bad:
+                raise RobalignError(f"unknown safety setting(s) {bad}; allowed: {sorted(safety_fields)}")
+            settings["safety"] = SafetyConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                 for k, v in settings["safety"].items()})
+        cfg = cls(**settings)
+        cfg.limits()  # an unknown arm fails here, not on connect
+        return cfg
+
     def limits(self) -> FrankaLimits:
         if self.arm not in ("panda", "fr3"):
             raise UnknownNameError("arm", self.arm, ["panda", "fr3"])
@@ -269,11 +289,16 @@ class LocalBackend(RobotBackend):
     def stop(self, reason: str) -> None:
         with self._lock:
             if self._state in (STREAMING, HOLDING):
-                self._stop_motion()
-                self._state = IDLE
-                self._event("stop", reason=reason)
-                self.save_episode(flagged=False, reason=reason)
-                self._reseed(*self._measure())
+                self._stop(reason)
+
+    def _stop(self, reason: str) -> None:
+        """End the motion, save the episode, start afresh from the reference the arm holds (lock held)."""
+        self._stop_motion()
+        self._state = IDLE
+        self._event("stop", reason=reason)
+        self.save_episode(flagged=False, reason=reason)
+        # not a fresh measurement: a client may still be ending its motion; the arm is commanded here
+        self._reset_core(self._q_ref)
 
     def recover(self) -> None:
         with self._lock:
@@ -307,17 +332,14 @@ class LocalBackend(RobotBackend):
 
     def _tick(self, now: float) -> np.ndarray:
         """(7,) the reference for the control cycle at `now` (call with the lock held)."""
-        if self._state == STREAMING:
+        if self._state in (STREAMING, HOLDING):
             wd = self.watchdog.poll()
-            if wd == HOLD:
+            if wd == STOP:
+                silent = self.watchdog.hold_after + self.watchdog.stop_after
+                self._stop(f"watchdog: no command for {silent:.3f} s")
+                return self._q_ref
+            if wd == HOLD and self._state == STREAMING:
                 self._hold(f"watchdog: no command for {self.watchdog.hold_after:.3f} s")
-        if self._state == HOLDING and self.watchdog.poll() == STOP:
-            reason = f"watchdog: no command for {self.watchdog.hold_after + self.watchdog.stop_after:.3f} s"
-            self._stop_motion()
-            self._state = IDLE
-            self._event("stop", reason=reason)
-            self.save_episode(flagged=False, reason=reason)
-            return self._q_ref
         if self._state == STREAMING:
             self._q_ref = self.smoother.step(self.schedule.goal(now))
         elif self._state == HOLDING:
@@ -352,8 +374,13 @@ class LocalBackend(RobotBackend):
         self._event("hold", reason=reason)
 
     def _reseed(self, q: np.ndarray, dq: np.ndarray) -> None:
+        """Start afresh from a measured state: the reference, filter, schedule and watchdog at q."""
+        self._q, self._dq = np.array(q), np.array(dq)
+        self._reset_core(q)
+
+    def _reset_core(self, q: np.ndarray) -> None:
         now = self.clock()
-        self._q, self._dq, self._q_ref = np.array(q), np.array(dq), np.array(q)
+        self._q_ref = np.array(q, np.float64)
         self.monitor = SafetyMonitor(self.filter, start=TimedTarget(now, np.asarray(q, np.float64)))
         self.schedule = TargetSchedule(q, now)
         cfg = self.config

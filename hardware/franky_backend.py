@@ -83,7 +83,7 @@ class FrankyBackend(ThreadedBackend):
     def __init__(self, config: BackendConfig | None = None, host: str = "172.16.0.2", realtime: bool = True,
                  stiffness: tuple[float, ...] = (600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0),
                  control_dt: float = 0.002, **overrides):
-        config = BackendConfig(**({"arm": "fr3"} | overrides)) if config is None else config
+        config = BackendConfig.build({"arm": "fr3"}, **overrides) if config is None else config
         super().__init__(config, control_dt=control_dt)
         self.host, self.realtime = host, realtime
         self.stiffness = np.asarray(stiffness, np.float64)

@@ -26,7 +26,7 @@ class LibfrankaBackend(ThreadedBackend):
 
     def __init__(self, config: BackendConfig | None = None, host: str = "172.16.0.2", realtime: bool = True,
                  **overrides):
-        config = BackendConfig(**({"arm": "fr3"} | overrides)) if config is None else config
+        config = BackendConfig.build({"arm": "fr3"}, **overrides) if config is None else config
         super().__init__(config, control_dt=0.001)
         self.host, self.realtime = host, realtime
         self.pf = self.robot = self._control = None

@@ -28,6 +28,7 @@ Command packet (little-endian): b"RBC1", seq u64, t_send f64, n u32, then n x 8 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 import threading
@@ -208,7 +209,7 @@ class RemoteBackend(RobotBackend):
     def __init__(self, config: BackendConfig | None = None, server: str = "127.0.0.1", ports: dict | None = None,
                  heartbeat_period: float = 0.05, link_timeout: float = 0.5, request_timeout: float = 5.0,
                  **overrides):
-        self.config = BackendConfig(**overrides) if config is None else config
+        self.config = BackendConfig.build(**overrides) if config is None else config
         self.server, self.ports = server, {**PORTS, **(ports or {})}
         self.heartbeat_period, self.link_timeout, self.request_timeout = heartbeat_period, link_timeout, request_timeout
         self.filter = self.monitor = None
@@ -245,7 +246,7 @@ class RemoteBackend(RobotBackend):
                 threading.Thread(target=self._background, name="remote-link", daemon=True).start()
             arm = self._request("config")["arm"]
             if arm != self.config.arm:
-                self.config = BackendConfig(**{**self.config.__dict__, "arm": arm})
+                self.config = dataclasses.replace(self.config, arm=arm)
             self.filter = SafetyFilter(self.config.limits(), self.config.safety)
             reply = self._request("connect")
             self._adopt(reply)

@@ -4,7 +4,10 @@ The physics runs in a child process (as a real arm's controller runs on its own 
 process runs the control core (safety filter, watchdog, schedule, smoother) and sends the child
 each cycle's reference in batches. The child applies, per 1 ms physics step,
 
-    tau = Kp (q_ref - q) - Kd dq + bias(q, dq)          (bias: gravity and Coriolis, as libfranka's model)
+    tau = Kp (q_ref - q) + Kd (dq_ref - dq) + bias(q, dq)
+
+(dq_ref: the reference's velocity, one cycle's difference; bias: gravity and Coriolis, which
+the real Franka compensates itself)
 
 clipped to the actuators' torque limits. Two clocks:
 
@@ -69,9 +72,12 @@ def _physics_process(conn, xml: str, dt: float, q0: list[float]) -> None:
     data.qpos[:7] = q0
     mujoco.mj_forward(model, data)
     lo, hi = model.actuator_ctrlrange[:7, 0], model.actuator_ctrlrange[:7, 1]
-    ref = np.array(q0, np.float64)
+    prev = np.array(q0, np.float64)  # the last reference applied
     while True:
-        header, arrays = _recv(conn)
+        try:
+            header, arrays = _recv(conn)
+        except EOFError:  # the parent exited without close(): nothing left to simulate for
+            return
         op = header["op"]
         if op == "close":
             conn.close()
@@ -80,7 +86,9 @@ def _physics_process(conn, xml: str, dt: float, q0: list[float]) -> None:
             refs = arrays[0]
             qs, dqs = np.empty_like(refs), np.empty_like(refs)
             for k, ref in enumerate(refs):
-                tau = KP * (ref - data.qpos[:7]) - KD * data.qvel[:7] + data.qfrc_bias[:7]
+                dq_ref = (ref - prev) / dt  # the smoothed reference's own velocity: damp the error, not the motion
+                prev = ref
+                tau = KP * (ref - data.qpos[:7]) + KD * (dq_ref - data.qvel[:7]) + data.qfrc_bias[:7]
                 data.ctrl[:7] = np.clip(tau, lo, hi)
                 mujoco.mj_step(model, data)
                 qs[k], dqs[k] = data.qpos[:7], data.qvel[:7]
@@ -95,7 +103,7 @@ class SimBackend(LocalBackend):
 
     def __init__(self, config: BackendConfig | None = None, virtual_clock: bool = True,
                  q0: np.ndarray | None = None, **overrides):
-        config = BackendConfig(**overrides) if config is None else config
+        config = BackendConfig.build(**overrides) if config is None else config
         if config.arm != "panda":
             raise RobalignError(f"robot=sim simulates the Panda; set arm=panda (got arm={config.arm!r})")
         self.virtual_clock = virtual_clock
