@@ -1,7 +1,7 @@
 """`robot=remote`: the policy on the GPU workstation, the arm's backend on its real-time PC, over ZeroMQ.
 
-    robot PC:     robalign robot-server robot=franky host=172.16.0.2 bind=10.0.0.2
-    workstation:  robalign deploy robot=remote server=10.0.0.2 ...
+    robot PC:     robalign robot serve robot=franky robot_settings.host=172.16.0.2 bind=10.0.0.2
+    workstation:  robalign deploy robot=remote robot_settings.server=10.0.0.2 ...
 
 Four sockets, each doing one job:
 
@@ -393,10 +393,12 @@ class RemoteBackend(RobotBackend):
                           mode, fault)
 
 
-def serve(robot: str = "sim", bind: str = "127.0.0.1", **backend_settings) -> None:
-    """`robalign robot-server`: serve the named backend until interrupted."""
+def serve(robot: str = "sim", bind: str = "127.0.0.1", link_timeout: float = 0.5, **backend_settings) -> None:
+    """`robalign robot serve`: serve the named backend until interrupted."""
     backend = make_backend(robot, **backend_settings)
-    server = RobotServer(backend, bind=bind)
+    backend.connect()
+    server = RobotServer(backend, bind=bind, link_timeout=link_timeout)
+    print(f"robot serve: {robot} on {bind}, ports {server.ports}", flush=True)
     try:
         server.serve_forever()
     finally:

@@ -382,12 +382,42 @@ def run_pipeline(cfg: DictConfig) -> dict:
     return pipeline(cfg)
 
 
+def _robot_settings(cfg: DictConfig) -> dict:
+    settings = {k: v for k, v in OmegaConf.to_container(cfg.robot_settings).items() if v is not None}
+    if cfg.robot == "sim":
+        settings.setdefault("virtual_clock", False)  # a deployment runs in real time unless told otherwise
+    return settings
+
+
+def run_deploy(cfg: DictConfig) -> dict:
+    """Run a policy on a robot backend (sim, franky, libfranka, remote); record the episode."""
+    from robalign.hardware.runtime import DeployConfig, deploy
+
+    if not cfg.policy:
+        raise RobalignError("deploy needs policy=PATH (a policy checkpoint directory)")
+    fields = {k: cfg[k] for k in ("policy", "robot", "duration", "output_dir", "dry_run", "merge", "replan_every",
+                                  "camera", "env_state", "instruction", "max_frame_age", "action_gain", "fps", "seed")}
+    summary = deploy(DeployConfig(**fields, robot_settings=_robot_settings(cfg)), progress=cfg.progress)
+    print(json.dumps({k: v for k, v in summary.items() if k != "events"}, indent=1))
+    return summary
+
+
+def run_robot_serve(cfg: DictConfig) -> None:
+    """Serve a robot backend to a workstation's robot=remote over ZeroMQ (on the arm's PC)."""
+    from robalign.hardware.remote import serve
+
+    settings = {k: v for k, v in OmegaConf.to_container(cfg.robot_settings).items() if v is not None}
+    if cfg.robot == "sim":
+        settings.setdefault("virtual_clock", False)
+    serve(cfg.robot, bind=cfg.bind, link_timeout=cfg.link_timeout, **settings)
+
+
 VERBS: dict[str, Callable[[DictConfig], object]] = {
     "demos": run_demos, "envs": run_envs, "rollouts": run_rollouts,
     "prefs serve": run_prefs_serve, "prefs annotator": run_prefs_annotator, "prefs queries": run_prefs_queries,
     "prefs simulate": run_prefs_simulate, "prefs export": run_prefs_export, "prefs import": run_prefs_import,
     "reward": run_reward, "reward eval": run_reward_eval, "pretrain": run_pretrain, "eval": run_eval,
-    "align": run_align, "pipeline": run_pipeline,
+    "align": run_align, "pipeline": run_pipeline, "deploy": run_deploy, "robot serve": run_robot_serve,
 }
 GROUPS = {verb.split()[0] for verb in VERBS if " " in verb}  # two-word verbs: `robalign prefs serve`
 
