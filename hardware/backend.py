@@ -30,11 +30,13 @@ clock (``robot.clock()``: monotonic time, or simulated time on a virtual clock).
 from __future__ import annotations
 
 import abc
+import collections
 import dataclasses
 import json
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -141,6 +143,9 @@ class RobotBackend(abc.ABC):
     def submit(self, targets: TimedTarget | Iterable[TimedTarget]) -> list[TimedTarget]:
         """Filter and schedule targets; returns the safe targets scheduled (clamped where needed).
 
+        Times must grow within a submit and lie in the future. A chunk whose first target is not
+        after the queued ones replaces them from its first time on (the newest plan wins).
+
         Raises the first target's SafetyViolation (the arm keeps its last safe target; targets
         before it stay scheduled), SafetyFault when the monitor latches FAULT, BackendFault in FAULT.
         """
@@ -159,7 +164,6 @@ class RobotBackend(abc.ABC):
 
     def wait(self, seconds: float) -> None:
         """Let `seconds` of backend time pass (sleeps in real time; a virtual clock advances)."""
-        import time
         time.sleep(seconds)
 
     def __enter__(self):
@@ -168,6 +172,17 @@ class RobotBackend(abc.ABC):
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+def _time_of(item) -> float | None:
+    """The item's t as a float, or None when it is not a TimedTarget with a real time (the filter rejects it)."""
+    if not isinstance(item, TimedTarget) or isinstance(item.t, bool):
+        return None
+    try:
+        t = float(item.t)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return t if np.isfinite(t) else None
 
 
 def as_targets(targets) -> list:
@@ -198,7 +213,6 @@ class LocalBackend(RobotBackend):
 
     def __init__(self, config: BackendConfig | None = None, control_dt: float = 0.001,
                  clock: Callable[[], float] | None = None):
-        import time
         self.config = cfg = BackendConfig() if config is None else config
         self.limits = cfg.limits()
         self.filter = SafetyFilter(self.limits, cfg.safety)
@@ -218,6 +232,10 @@ class LocalBackend(RobotBackend):
         self.watchdog = Watchdog(cfg.period, cfg.hold_after_periods, cfg.hold_timeout, clock=self.clock)
         self._q_ref = np.zeros(7)
         self._q = self._dq = np.zeros(7)
+        # s from submit() to the first control cycle whose reference used the submitted targets
+        # (time.monotonic(), whatever the backend's clock), for benchmarks/hardware_latency.py
+        self.apply_latency: collections.deque = collections.deque(maxlen=100_000)
+        self._unapplied: list[float] = []
 
     # ------------------------------------------------------------------ interface
 
@@ -246,10 +264,12 @@ class LocalBackend(RobotBackend):
 
     def submit(self, targets) -> list[TimedTarget]:
         items = as_targets(targets)
+        submitted = time.monotonic()
         with self._lock:
             self._require_connected()
             if self._state == FAULT:
                 raise BackendFault(f"{self.name}: in FAULT ({self._fault}); call recover() first")
+            self._replan(items)
             accepted = []
             for item in items:
                 before = self.monitor.last_safe
@@ -273,12 +293,25 @@ class LocalBackend(RobotBackend):
                     self.schedule.add(safe)
                     accepted.append(safe)
             if accepted:
+                self._unapplied.append(submitted)
                 self.watchdog.feed()
                 if self._state in (IDLE, HOLDING):
                     if self._state == IDLE:
                         self._start_motion(np.array(self._q_ref))
                     self._state = STREAMING
             return accepted
+
+    def _replan(self, items: list) -> None:
+        """Re-anchor the filter at where the arm is commanded to be now, when the last safe target
+        is in the past (a target for a time already gone is then rejected, and a long pause cannot
+        widen the velocity bound) or when a new chunk starts before the queued targets end (it
+        replaces them: the newest plan wins)."""
+        last = self.monitor.last_safe
+        if last is None:
+            return
+        now, t = self.clock(), _time_of(items[0]) if items else None
+        if last.t < now or (t is not None and now < t <= last.t):
+            self.monitor.replan_from(TimedTarget(now, self.schedule.goal(now)))
 
     def hold(self) -> None:
         with self._lock:
@@ -342,6 +375,10 @@ class LocalBackend(RobotBackend):
                 self._hold(f"watchdog: no command for {self.watchdog.hold_after:.3f} s")
         if self._state == STREAMING:
             self._q_ref = self.smoother.step(self.schedule.goal(now))
+            if self._unapplied:
+                applied = time.monotonic()
+                self.apply_latency.extend(applied - t for t in self._unapplied)
+                self._unapplied.clear()
         elif self._state == HOLDING:
             self._q_ref = self.smoother.step(self.smoother.raw)
         return self._q_ref
@@ -380,6 +417,7 @@ class LocalBackend(RobotBackend):
 
     def _reset_core(self, q: np.ndarray) -> None:
         now = self.clock()
+        self._unapplied.clear()
         self._q_ref = np.array(q, np.float64)
         self.monitor = SafetyMonitor(self.filter, start=TimedTarget(now, np.asarray(q, np.float64)))
         self.schedule = TargetSchedule(q, now)

@@ -28,6 +28,7 @@ Command packet (little-endian): b"RBC1", seq u64, t_send f64, n u32, then n x 8 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import struct
@@ -38,7 +39,7 @@ import numpy as np
 
 from robalign.errors import RobalignError
 from robalign.hardware.backend import (FAULT, IDLE, BackendConfig, BackendError, BackendFault, RobotBackend,
-                                       RobotState, as_targets, make_backend, register_backend)
+                                       RobotState, _time_of, as_targets, make_backend, register_backend)
 from robalign.hardware.safety import SafetyFault, SafetyFilter, SafetyMonitor, SafetyViolation, TimedTarget
 
 _MAGIC = b"RBC1"
@@ -95,6 +96,9 @@ class RobotServer:
             self.sockets[name] = sock
         self.last_seq, self.last_t_send = -1, -float("inf")
         self.dropped = 0  # packets with an old sequence number or send time
+        # s from the workstation's send to receipt here: meaningful only where both share a
+        # monotonic clock (one machine, as in benchmarks/hardware_latency.py)
+        self.wire_latency: list[float] = []
         self.last_error: str | None = None
         self.last_heartbeat: float | None = None
         self.link_held = False
@@ -151,6 +155,7 @@ class RobotServer:
             self.dropped += 1
             return
         self.last_seq, self.last_t_send = seq, t_send
+        self.wire_latency.append(time.monotonic() - t_send)
         targets = [TimedTarget(now + float(r[0]), r[1:].copy()) for r in rows]
         try:
             self.backend.submit(targets)  # the robot side's own safety filter
@@ -220,6 +225,7 @@ class RemoteBackend(RobotBackend):
         self._lock = threading.RLock()
         self._running = False
         self._local_fault: str | None = None  # this side's monitor latched FAULT
+        self._sent: collections.deque = collections.deque(maxlen=256)  # the targets sent lately, oldest first
         self.ctx = None
 
     def clock(self) -> float:
@@ -265,6 +271,7 @@ class RemoteBackend(RobotBackend):
             fault = self._local_fault or (latest["fault"] if latest["mode"] == FAULT else None)
             if fault is not None:
                 raise BackendFault(f"remote: the arm is in FAULT ({fault}); call recover() first")
+            self._replan(items, latest)
             safe, error = [], None
             for item in items:
                 before = self.monitor.last_safe
@@ -280,12 +287,27 @@ class RemoteBackend(RobotBackend):
                 if target is not before:
                     safe.append(target)
             if safe:
+                self._sent.extend(safe)
                 t_send = self.clock()
                 self._cmd.send(encode_command(self._seq, t_send, safe))
                 self._seq += 1
             if error is not None:
                 raise error
             return safe
+
+    def _replan(self, items: list, latest: dict) -> None:
+        """As LocalBackend._replan, anchored at the target sent just before the new chunk's first
+        time, or at the reference the arm reports when none is (or the last is in the past)."""
+        last = self.monitor.last_safe
+        if last is None:
+            return
+        now, t = self.clock(), _time_of(items[0]) if items else None
+        if last.t < now:
+            self.monitor.replan_from(TimedTarget(now, np.array(latest["q_ref"], np.float64)))
+        elif t is not None and now < t <= last.t:
+            earlier = [x for x in self._sent if now <= x.t < t]
+            self.monitor.replan_from(earlier[-1] if earlier
+                                     else TimedTarget(now, np.array(latest["q_ref"], np.float64)))
 
     def hold(self) -> None:
         self._adopt(self._request("hold"))
@@ -362,6 +384,7 @@ class RemoteBackend(RobotBackend):
 
     def _reseed(self) -> None:
         s = self._request("read_state")["state"]
+        self._sent.clear()
         self.monitor = SafetyMonitor(self.filter, start=TimedTarget(self.clock(), np.array(s["q"], np.float64)))
 
     def _background(self) -> None:

@@ -324,6 +324,12 @@ class SafetyMonitor:
             self._state = FAULT
         return self.last_safe
 
+    def replan_from(self, anchor: TimedTarget) -> None:
+        """A new plan starts: check its first target against `anchor` (where the arm is commanded
+        to be just before it) instead of the superseded plan's last target. Not a reset: the
+        violation count and FAULT stay."""
+        self.last_safe = validate(anchor)
+
     def recover(self, start: TimedTarget | None = None) -> None:
         """Leave FAULT (a person's decision); `start` re-seeds the last safe target, e.g. the measured q."""
         self._state, self.violations = OK, 0

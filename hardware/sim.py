@@ -208,7 +208,7 @@ class SimBackend(LocalBackend):
             if cycles > 0:
                 self._run_cycles(cycles)
             else:
-                time.sleep(self.control_dt * 5)
+                time.sleep(self.control_dt)
 
     # ------------------------------------------------------------------ kinematics
 
