@@ -91,6 +91,9 @@ class BackendConfig:
     jerk_scale: float = 1.0
     # the filter's margins, step and velocity bounds, workspace box and violation count
     safety: SafetyConfig = dataclasses.field(default_factory=SafetyConfig)
+    # check the workspace box on every target through the Panda's forward kinematics (the FR3
+    # shares its kinematic parameters); false: only targets that carry ee_xyz are checked
+    workspace_fk: bool = True
     # where stopped and faulted episodes are saved (None: not saved)
     episode_dir: str | None = None
 
@@ -185,6 +188,13 @@ def _time_of(item) -> float | None:
     return t if np.isfinite(t) else None
 
 
+def tcp_position() -> Callable[[np.ndarray], np.ndarray]:
+    """q (7,) -> (3,) the grip site's position in the base frame (m), for the workspace box."""
+    from robalign.hardware.runtime import PandaKinematics
+    kinematics = PandaKinematics()
+    return lambda q: kinematics.tcp(q)[0]
+
+
 def as_targets(targets) -> list:
     """A single TimedTarget or an iterable of them, as a list (items are checked by the filter)."""
     if isinstance(targets, TimedTarget):
@@ -215,7 +225,7 @@ class LocalBackend(RobotBackend):
                  clock: Callable[[], float] | None = None):
         self.config = cfg = BackendConfig() if config is None else config
         self.limits = cfg.limits()
-        self.filter = SafetyFilter(self.limits, cfg.safety)
+        self.filter = SafetyFilter(self.limits, cfg.safety, fk=tcp_position() if cfg.workspace_fk else None)
         self.control_dt = control_dt
         self._clock = time.monotonic if clock is None else clock
         self._lock = threading.RLock()

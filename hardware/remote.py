@@ -39,7 +39,8 @@ import numpy as np
 
 from robalign.errors import RobalignError
 from robalign.hardware.backend import (FAULT, IDLE, BackendConfig, BackendError, BackendFault, RobotBackend,
-                                       RobotState, _time_of, as_targets, make_backend, register_backend)
+                                       RobotState, _time_of, as_targets, make_backend, register_backend,
+                                       tcp_position)
 from robalign.hardware.safety import SafetyFault, SafetyFilter, SafetyMonitor, SafetyViolation, TimedTarget
 
 _MAGIC = b"RBC1"
@@ -253,7 +254,8 @@ class RemoteBackend(RobotBackend):
             arm = self._request("config")["arm"]
             if arm != self.config.arm:
                 self.config = dataclasses.replace(self.config, arm=arm)
-            self.filter = SafetyFilter(self.config.limits(), self.config.safety)
+            self.filter = SafetyFilter(self.config.limits(), self.config.safety,
+                                       fk=tcp_position() if self.config.workspace_fk else None)
             reply = self._request("connect")
             self._adopt(reply)
             self._reseed()

@@ -141,6 +141,22 @@ def test_sent_references_stay_within_limits_under_an_aggressive_stream(tmp_path)
     assert meta["tracking_error_mean"] < 0.01 and meta["tracking_error_max"] < 0.05  # measured 0.0055, 0.023
 
 
+def test_a_target_that_leaves_the_workspace_is_not_applied(tmp_path):
+    from robalign.hardware.runtime import PandaKinematics
+    kin = PandaKinematics()
+    low = HOME + np.array([0, 0.04, 0, 0, 0, 0, 0])  # shoulder forward: the hand goes down
+    assert kin.tcp(low)[0][2] < kin.tcp(HOME)[0][2] - 0.01
+    floor = (kin.tcp(HOME)[0][2] + kin.tcp(low)[0][2]) / 2
+    with make_backend("sim", safety={"workspace_min": (0.2, -0.5, floor)}) as robot:
+        robot.connect()
+        robot.submit(TimedTarget(robot.clock() + 0.1, HOME + np.array([0, 0, 0, 0, 0, 0, 0.01])))  # inside: applied
+        held = robot.monitor.last_safe
+        assert robot.submit(TimedTarget(robot.clock() + 0.2, low)) == []  # outside: the last safe target is kept
+        assert robot.monitor.last_safe is held
+        event = [e for e in robot.events if e["event"] == "clamp"][-1]
+        assert event["kind"] == "workspace" and event["index"] == 2 and event["requested"] < floor
+
+
 def test_sim_settings_are_checked():
     with pytest.raises(RobalignError, match="simulates the Panda"):
         make_backend("sim", arm="fr3")

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from robalign.hardware.backend import FAULT, BackendFault, make_backend
-from robalign.hardware.safety import TimedTarget
+from robalign.hardware.safety import SafetyViolation, TimedTarget
 
 name, episode_dir = sys.argv[1], sys.argv[2]
 out = {}
@@ -24,7 +24,10 @@ with make_backend(name, host="127.0.0.1", realtime=False, episode_dir=episode_di
         end = robot.clock() + seconds
         while robot.clock() < end and robot.state != FAULT:
             t = robot.clock() + 0.1
-            robot.submit(TimedTarget(t, q0 + 0.1 * np.sin(t - t0) * np.array([1, 0, 0, 0, 0, 0, 1.0])))
+            try:
+                robot.submit(TimedTarget(t, q0 + 0.1 * np.sin(t - t0) * np.array([1, 0, 0, 0, 0, 0, 1.0])))
+            except SafetyViolation:  # stopped between stamping and sending: the target's time had passed
+                out["stale_commands"] = out.get("stale_commands", 0) + 1
             time.sleep(0.02)
 
     stream(0.5)
