@@ -3,7 +3,7 @@
 franky runs libfranka's 1 kHz loop in C++ (a client-side joint impedance controller,
 ``JointImpedanceTrackingMotion``) and picks up the newest joint reference each cycle. A thread
 here runs the control core every ``control_dt`` (2 ms by default) and hands franky the
-smoothed reference; the references are already velocity-, acceleration- and jerk-bounded, so
+smoothed reference and its velocity as feed-forward; the references are already velocity-, acceleration- and jerk-bounded, so
 the 2 ms steps the C++ loop sees stay small.
 
 A reflex or lost connection surfaces as franky's ``ControlException`` when the motion is polled:
@@ -115,10 +115,13 @@ class FrankyBackend(ThreadedBackend):
         if not self.robot.is_in_control:
             self.robot.join_motion(timeout=0.5)  # raises the motion's ControlException, if it had one
             raise self.franky.ControlException("franky: the controller left control without an error")
+        previous = self._q_ref
         ref = self._tick(now)
         if self._state == FAULT or self._tracker is None:
             return
-        self._tracker.set_target(ref)
+        # velocity feed-forward: the smoothed reference's own velocity, so the impedance damps the
+        # tracking error rather than the motion
+        self._tracker.set_target(ref, dq=(ref - previous) / self.control_dt)
         q, dq = self._measure()
         self._record(now, q, dq, ref)
 

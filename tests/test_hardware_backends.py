@@ -198,6 +198,7 @@ def test_command_packets_round_trip_and_malformed_ones_are_refused():
 def served(tmp_path):
     # the arm's own watchdog waits 2 s, so only the link watchdog can hold it within a second
     arm = make_backend("sim", virtual_clock=False, episode_dir=str(tmp_path / "ep"), hold_after_periods=20)
+    arm.connect()  # as `robalign robot serve` does: the physics process starts before any client asks
     server = RobotServer(arm, ports=RANDOM_PORTS, link_timeout=0.3).start()
     client = make_backend("remote", ports=server.ports, link_timeout=0.3, request_timeout=1.0,
                           hold_after_periods=20)

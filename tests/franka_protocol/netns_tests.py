@@ -45,7 +45,7 @@ def test_franky_streams_a_recorded_policy_on_franky_sim(tmp_path):
         np.testing.assert_allclose(state.q, q0 + offsets[-1], atol=0.05)
         print(f"franky on franky-sim: {err['cycles']} cycles, tracking error mean {err['mean']:.4f} rad, "
               f"max {err['max']:.4f} rad")
-        assert err["cycles"] > 2000 and err["mean"] < 0.02 and err["max"] < 0.15
+        assert err["cycles"] > 2000 and err["mean"] < 0.01 and err["max"] < 0.05  # measured 0.0027, 0.012
 
 
 @pytest.mark.parametrize("backend", ["franky", "libfranka"])
