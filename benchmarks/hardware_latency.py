@@ -23,10 +23,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from robalign.hardware.safety import TimedTarget
 
 REPO = Path(__file__).resolve().parents[1]
 SIMULATOR = {"franky": "franky-sim", "libfranka": "franka-sim"}
@@ -148,8 +149,6 @@ def main() -> None:
         p = policy_latency(args.seconds)
         print(json.dumps(p, indent=1))
 
-
-from robalign.hardware.safety import TimedTarget  # noqa: E402  (after the docstring's usage)
 
 if __name__ == "__main__":
     main()

@@ -32,9 +32,8 @@ from __future__ import annotations
 import abc
 import collections
 import dataclasses
+import importlib
 import json
-import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -43,12 +42,14 @@ from typing import Callable, Iterable
 import numpy as np
 from safetensors.numpy import save_file
 
+from robalign.data.outputs import atomic_output_dir
 from robalign.errors import RobalignError, UnknownNameError
 from robalign.hardware.limits import FrankaLimits
 from robalign.hardware.safety import (SafetyConfig, SafetyFault, SafetyFilter, SafetyMonitor, SafetyViolation,
-                                      TimedTarget)
+                                      TimedTarget, _checked_time)
 from robalign.hardware.streaming import Smoother, TargetSchedule
 from robalign.hardware.watchdog import HOLD, STOP, Watchdog
+from robalign.registry import Registry
 
 IDLE, STREAMING, HOLDING, FAULT = "IDLE", "STREAMING", "HOLDING", "FAULT"
 
@@ -178,14 +179,13 @@ class RobotBackend(abc.ABC):
 
 
 def _time_of(item) -> float | None:
-    """The item's t as a float, or None when it is not a TimedTarget with a real time (the filter rejects it)."""
-    if not isinstance(item, TimedTarget) or isinstance(item.t, bool):
+    """The item's t as the filter reads it, or None when the filter will reject it."""
+    if not isinstance(item, TimedTarget):
         return None
     try:
-        t = float(item.t)
-    except (TypeError, ValueError, OverflowError):
+        return _checked_time(item.t)
+    except SafetyViolation:
         return None
-    return t if np.isfinite(t) else None
 
 
 def tcp_position() -> Callable[[np.ndarray], np.ndarray]:
@@ -363,13 +363,9 @@ class LocalBackend(RobotBackend):
             self._connected = False
 
     def tracking_error(self) -> dict:
-        """Joint tracking error (rad) over the controller log: |q - q_ref|, mean and max over joints and cycles."""
+        """Joint tracking error (rad) over the controller log since the last episode saved."""
         with self._lock:  # the control thread appends to the log
-            q, ref = np.asarray(self._log["q"]), np.asarray(self._log["q_ref"])
-        if not len(q):
-            return {"mean": float("nan"), "max": float("nan"), "cycles": 0}
-        err = np.abs(q - ref)
-        return {"mean": float(err.mean()), "max": float(err.max()), "cycles": int(len(q))}
+            return _tracking(np.asarray(self._log["q"]), np.asarray(self._log["q_ref"]))
 
     # ------------------------------------------------------------------ control core
 
@@ -451,50 +447,104 @@ class LocalBackend(RobotBackend):
         if self.config.episode_dir is None:
             return None
         root = Path(self.config.episode_dir)
-        root.mkdir(parents=True, exist_ok=True)
         while (root / f"{self._episodes:03d}").exists():
             self._episodes += 1
         final = root / f"{self._episodes:03d}"
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
         arrays = {"t": np.asarray(log["t"], np.float64).reshape(-1)}
         for key in ("q_ref", "q", "dq"):
             arrays[key] = np.asarray(log[key], np.float64).reshape(-1, 7)
-        save_file(arrays, str(tmp / "log.safetensors"))
-        err = np.abs(arrays["q"] - arrays["q_ref"]) if len(arrays["t"]) else np.zeros((0, 7))
+        tracking = _tracking(arrays["q"], arrays["q_ref"])
         meta = {"backend": self.name, "arm": self.limits.name, "flagged": flagged, "reason": reason,
-                "cycles": int(len(arrays["t"])), "tracking_error_mean": float(err.mean()) if err.size else None,
-                "tracking_error_max": float(err.max()) if err.size else None,
-                "events": self.events[self._events_saved:]}
+                "cycles": tracking["cycles"], "tracking_error_mean": tracking["mean"],
+                "tracking_error_max": tracking["max"], "events": self.events[self._events_saved:]}
+        with atomic_output_dir(final) as tmp:
+            save_file(arrays, str(tmp / "log.safetensors"))
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=float))
         self._events_saved = len(self.events)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=float))
-        os.replace(tmp, final)
         self._episodes += 1
         return final
 
 
-_BACKENDS: dict[str, Callable[..., RobotBackend]] = {}
+def import_client(module: str, extra: str = "hardware"):
+    """Import a robot client library, or say how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise RobalignError(f"robot backend needs the {module!r} package ({err}); install it with "
+                            f"`pip install 'robalign[{extra}]'`") from None
+
+
+class ThreadedBackend(LocalBackend):
+    """A LocalBackend whose control core runs in a thread every control_dt, on the monotonic clock.
+
+    Subclasses implement ``_cycle(now)``: send this cycle's reference, record the measured state,
+    and raise their library's control error when the arm reports one.
+    """
+
+    def _start_thread(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(target=self._control_loop, name=f"{self.name}-control", daemon=True)
+        self._thread.start()
+
+    def _stop_thread(self) -> None:
+        self._running = False
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def _control_loop(self) -> None:
+        next_t = time.monotonic()
+        while self._running:
+            with self._lock:
+                if self._state in (STREAMING, HOLDING):
+                    try:
+                        self._cycle(self.clock())
+                    except BaseException as err:
+                        self._fault_from(err)
+            next_t += self.control_dt
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_t = time.monotonic()  # overran: do not try to catch up in a burst
+
+    def _cycle(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _fault_from(self, err: BaseException) -> None:
+        """FAULT for an error out of the control loop (lock held): the arm's error ends there; any
+        other is a bug, so after stopping the arm it propagates."""
+        if isinstance(err, self.control_errors):
+            self._enter_fault(f"{type(err).__name__}: {err}")
+            return
+        self._enter_fault(f"control loop crashed: {type(err).__name__}: {err}")
+        raise err
+
+
+
+def _tracking(q: np.ndarray, q_ref: np.ndarray) -> dict:
+    """|q - q_ref| (rad), mean and max over joints and cycles (None without cycles), and the cycle count."""
+    if not len(q):
+        return {"mean": None, "max": None, "cycles": 0}
+    err = np.abs(q - q_ref)
+    return {"mean": float(err.mean()), "max": float(err.max()), "cycles": int(len(q))}
+
+
+BACKENDS: Registry[type[RobotBackend]] = Registry("robot backend")
 
 
 def register_backend(name: str):
     """Class decorator: make a backend available as ``robot=NAME``."""
     def deco(cls):
         cls.name = name
-        _BACKENDS[name] = cls
-        return cls
+        return BACKENDS.register(name)(cls)
     return deco
-
-
-def backend_names() -> list[str]:
-    _load_all()
-    return sorted(_BACKENDS)
 
 
 def make_backend(name: str, **kwargs) -> RobotBackend:
     """The backend registered as `name`, built with its keyword settings."""
     _load_all()
-    if name not in _BACKENDS:
-        raise UnknownNameError("robot backend", name, sorted(_BACKENDS))
-    return _BACKENDS[name](**kwargs)
+    return BACKENDS.get(name)(**kwargs)
 
 
 def _load_all() -> None:

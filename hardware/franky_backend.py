@@ -16,64 +16,10 @@ Needs the ``hardware`` extra (``pip install robalign[hardware]``); on a non-real
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
 
 from robalign.errors import RobalignError
-from robalign.hardware.backend import FAULT, HOLDING, STREAMING, BackendConfig, LocalBackend, register_backend
-
-
-def import_client(module: str, extra: str = "hardware"):
-    """Import a robot client library, or say how to install it."""
-    import importlib
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise RobalignError(f"robot backend needs the {module!r} package ({err}); install it with "
-                            f"`pip install 'robalign[{extra}]'`") from None
-
-
-class ThreadedBackend(LocalBackend):
-    """A LocalBackend whose control core runs in a thread every control_dt, on the monotonic clock.
-
-    Subclasses implement ``_cycle(now)``: send this cycle's reference, record the measured state,
-    and raise their library's control error when the arm reports one.
-    """
-
-    def _start_thread(self) -> None:
-        self._running = True
-        self._thread = threading.Thread(target=self._control_loop, name=f"{self.name}-control", daemon=True)
-        self._thread.start()
-
-    def _stop_thread(self) -> None:
-        self._running = False
-        thread = getattr(self, "_thread", None)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
-
-    def _control_loop(self) -> None:
-        next_t = time.monotonic()
-        while self._running:
-            with self._lock:
-                if self._state in (STREAMING, HOLDING):
-                    try:
-                        self._cycle(self.clock())
-                    except self.control_errors as err:
-                        self._enter_fault(f"{type(err).__name__}: {err}")
-                    except BaseException as err:  # a bug in the loop: stop the arm, say why, re-raise
-                        self._enter_fault(f"control loop crashed: {type(err).__name__}: {err}")
-                        raise
-            next_t += self.control_dt
-            delay = next_t - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            else:
-                next_t = time.monotonic()  # overran: do not try to catch up in a burst
-
-    def _cycle(self, now: float) -> None:
-        raise NotImplementedError
+from robalign.hardware.backend import FAULT, BackendConfig, ThreadedBackend, import_client, register_backend
 
 
 @register_backend("franky")

@@ -14,10 +14,11 @@ Needs the ``hardware`` extra; pass ``realtime=false`` on a non-realtime kernel.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from robalign.hardware.backend import FAULT, BackendConfig, register_backend
-from robalign.hardware.franky_backend import ThreadedBackend, import_client
+from robalign.hardware.backend import FAULT, BackendConfig, ThreadedBackend, import_client, register_backend
 
 
 @register_backend("libfranka")
@@ -47,7 +48,6 @@ class LibfrankaBackend(ThreadedBackend):
         return np.array(s.q, np.float64), np.array(s.dq, np.float64)
 
     def _start_motion(self, q):
-        import time
         deadline = time.monotonic() + 0.5
         while self._finish_requested and time.monotonic() < deadline:  # the last motion is still ending
             time.sleep(self.control_dt)
@@ -62,7 +62,6 @@ class LibfrankaBackend(ThreadedBackend):
     def _control_loop(self) -> None:
         # paced by the arm: readOnce blocks until the next 1 kHz packet. It runs outside the
         # lock so submit() is never starved; the control core runs under it.
-        import time
         while self._running:
             control = self._control
             if control is None:
@@ -86,16 +85,12 @@ class LibfrankaBackend(ThreadedBackend):
                     self._control, self._finish_requested = None, False
                     continue
                 control.writeOnce(self.pf.JointPositions(ref.tolist()))
-            except self.control_errors as err:  # a reflex, a lost connection: the motion is over
-                self._control, self._finish_requested = None, False
+            except BaseException as err:  # a reflex or a lost connection; or a bug in this loop
+                self._control, self._finish_requested = None, False  # the motion is over either way
+                if not isinstance(err, self.control_errors):
+                    self.robot.stop()  # the arm did not end it: make sure nothing runs
                 with self._lock:
-                    self._enter_fault(f"{type(err).__name__}: {err}")
-            except BaseException as err:  # a bug in the loop: stop the arm, say why, re-raise
-                self._control, self._finish_requested = None, False
-                with self._lock:
-                    self._enter_fault(f"control loop crashed: {type(err).__name__}: {err}")
-                self.robot.stop()
-                raise
+                    self._fault_from(err)
 
     def _recover(self):
         self._control = None

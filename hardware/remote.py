@@ -39,8 +39,8 @@ import numpy as np
 
 from robalign.errors import RobalignError
 from robalign.hardware.backend import (FAULT, IDLE, BackendConfig, BackendError, BackendFault, RobotBackend,
-                                       RobotState, _time_of, as_targets, make_backend, register_backend,
-                                       tcp_position)
+                                       RobotState, _time_of, as_targets, import_client, make_backend,
+                                       register_backend, tcp_position)
 from robalign.hardware.safety import SafetyFault, SafetyFilter, SafetyMonitor, SafetyViolation, TimedTarget
 
 _MAGIC = b"RBC1"
@@ -53,7 +53,6 @@ class LinkLost(BackendError):
 
 
 def _zmq():
-    from robalign.hardware.franky_backend import import_client
     return import_client("zmq")
 
 
@@ -178,9 +177,12 @@ class RobotServer:
                 "last_seq": self.last_seq}
 
     def _publish(self) -> None:
-        if getattr(self.backend, "_connected", True):
-            self._state_seq += 1
-            self.sockets["state"].send(json.dumps(self._state_dict()).encode())
+        try:
+            state = self._state_dict()
+        except BackendError:  # the backend is not connected yet: there is no state to report
+            return
+        self.sockets["state"].send(json.dumps(state).encode())
+        self._state_seq += 1
 
     def _control(self, request: bytes) -> None:
         try:
@@ -321,9 +323,6 @@ class RemoteBackend(RobotBackend):
         self._adopt(self._request("recover"))
         self._local_fault = None
         self._reseed()
-
-    def wait(self, seconds: float) -> None:
-        time.sleep(seconds)
 
     def close(self) -> None:
         with self._lock:

@@ -106,26 +106,27 @@ class PandaKinematics:
 
     def tcp(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(3,) grip-site position and (3, 3) its axes, in the base frame, at joint positions q."""
+        return self._solve(q, jacobian=False)[:2]
+
+    def tcp_and_jacobian(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """tcp(q), and the (6, 7) grip-site linear and angular velocity per joint velocity, from one
+        kinematics pass."""
+        return self._solve(q, jacobian=True)
+
+    def _solve(self, q: np.ndarray, jacobian: bool):
         d = self.data
         d.qpos[:7] = q
         self.mj.mj_kinematics(self.model, d)
         base_R = d.xmat[self.base].reshape(3, 3)
-        hand_R = d.xmat[self.hand].reshape(3, 3)
-        pos = base_R.T @ (d.xpos[self.hand] + hand_R[:, 2] * TCP_OFFSET - d.xpos[self.base])
-        return pos, base_R.T @ hand_R @ HAND_TO_SITE
-
-    def jacobian(self, q: np.ndarray) -> np.ndarray:
-        """(6, 7) grip-site linear and angular velocity per joint velocity, in the base frame."""
-        d = self.data
-        d.qpos[:7] = q
-        self.mj.mj_kinematics(self.model, d)
-        self.mj.mj_comPos(self.model, d)
         hand_R = d.xmat[self.hand].reshape(3, 3)
         point = d.xpos[self.hand] + hand_R[:, 2] * TCP_OFFSET
+        pos, rot = base_R.T @ (point - d.xpos[self.base]), base_R.T @ hand_R @ HAND_TO_SITE
+        if not jacobian:
+            return pos, rot, None
+        self.mj.mj_comPos(self.model, d)
         jacp, jacr = np.zeros((3, self.model.nv)), np.zeros((3, self.model.nv))
         self.mj.mj_jac(self.model, d, jacp, jacr, point, self.hand)
-        base_R = d.xmat[self.base].reshape(3, 3)
-        return np.vstack([base_R.T @ jacp[:, :7], base_R.T @ jacr[:, :7]])
+        return pos, rot, np.vstack([base_R.T @ jacp[:, :7], base_R.T @ jacr[:, :7]])
 
 
 class DeltaToJoint:
@@ -146,9 +147,8 @@ class DeltaToJoint:
         goal_rot = _axis_angle_matrix(self.gain * np.clip(action[3:6], -1, 1) * ROT_SCALE) @ rot0
         target = np.array(q, np.float64)
         for _ in range(self.iterations):  # a few Gauss-Newton steps: exact for small deltas
-            pos, rot = self.kin.tcp(target)
+            pos, rot, J = self.kin.tcp_and_jacobian(target)
             err = np.concatenate([goal_pos - pos, _rotation_error(goal_rot, rot)])
-            J = self.kin.jacobian(target)
             target = target + J.T @ np.linalg.solve(J @ J.T + self.damping**2 * np.eye(6), err)
         return target
 
@@ -246,6 +246,8 @@ class DeployConfig:
 
 def deploy(cfg: DeployConfig, progress: bool = True) -> dict:
     """Run the policy on the robot for cfg.duration seconds; returns deploy.json's content."""
+    import torch
+
     from robalign.data.outputs import atomic_output_dir, default_output_dir
     from robalign.hardware.backend import FAULT, BackendFault, make_backend
     from robalign.hardware.cameras import CameraError, make_camera
@@ -277,20 +279,20 @@ def deploy(cfg: DeployConfig, progress: bool = True) -> dict:
         timings = {"inference_s": [], "obs_to_command_s": [], "dropped_slots": 0, "idle_slots": 0}
         fault, rejected = None, 0
         try:
-            state = robot.connect()
-            actor_obs: collections.deque = collections.deque(maxlen=policy.n_obs_steps)
+            robot.connect()
+            actor = policy.actor(cfg.seed)  # the observation history and the seeded sampling noise
             schedule = ActionSchedule(dt, cfg.merge)
-            generator = _generator(policy, cfg.seed)
             t_start = robot.clock()
             steps = int(round(cfg.duration / dt))
             for step in _progress(range(steps), progress, f"deploy {cfg.robot}"):
                 now = robot.clock()
                 s = robot.read_state()
                 obs, times = assembler.observe(s.q, time.monotonic())
-                actor_obs.append(obs)
+                actor.observe(obs)
                 if step % replan == 0:
                     t_infer = time.monotonic()
-                    chunk = _plan(policy, actor_obs, generator)
+                    with torch.no_grad():
+                        chunk = actor.plan(actor.window(obs))[0].cpu().numpy()
                     timings["inference_s"].append(time.monotonic() - t_infer)
                     schedule.add(now, chunk)
                 now = robot.clock()
@@ -364,24 +366,6 @@ class EpisodeRecorder:
         if self.dataset is not None and self.frames:
             self.dataset.save_episode()
             self.dataset.finalize()
-
-
-def _plan(policy, history, generator) -> np.ndarray:
-    import torch
-    steps = list(history)
-    while len(steps) < policy.n_obs_steps:
-        steps.insert(0, steps[0])
-    window = {k: torch.as_tensor(np.stack([s[k] for s in steps]))[None] for k in policy.input_shapes()}
-    window.update({k: [steps[-1][k]] for k in policy.text_inputs()})
-    with torch.no_grad():
-        return policy.predict_action_chunk(window, generator=generator)[0].cpu().numpy()
-
-
-def _generator(policy, seed: int):
-    import torch
-    g = torch.Generator(device=policy.device)
-    g.manual_seed(int(seed))
-    return g
 
 
 def _callable(spec: str):

@@ -34,7 +34,7 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from robalign.errors import RobalignError
-from robalign.hardware.backend import FAULT, BackendConfig, BackendError, LocalBackend, register_backend
+from robalign.hardware.backend import BackendConfig, BackendError, LocalBackend, register_backend
 
 # q (rad) the arm starts at: Franka's "ready" pose
 HOME = np.array([0.0, -math.pi / 4, 0.0, -3 * math.pi / 4, 0.0, math.pi / 2, math.pi / 4])
@@ -114,7 +114,6 @@ class SimBackend(LocalBackend):
         self._proc = self._conn = None
         self._runner: threading.Thread | None = None
         self._running = False
-        self._fk_model = self._fk_data = None
 
     def _sim_time(self) -> float:
         return self._t
@@ -209,20 +208,6 @@ class SimBackend(LocalBackend):
                 self._run_cycles(cycles)
             else:
                 time.sleep(self.control_dt)
-
-    # ------------------------------------------------------------------ kinematics
-
-    def fk(self, q: np.ndarray) -> np.ndarray:
-        """(3,) the hand's position (m) in the arm's base frame at joint positions q."""
-        import mujoco
-        if self._fk_model is None:
-            self._fk_model = mujoco.MjModel.from_xml_path(panda_xml())
-            self._fk_data = mujoco.MjData(self._fk_model)
-        m, d = self._fk_model, self._fk_data
-        d.qpos[:7] = q
-        mujoco.mj_kinematics(m, d)
-        base = d.body("link0")
-        return base.xmat.reshape(3, 3).T @ (d.body("right_hand").xpos - base.xpos)
 
 
 if __name__ == "__main__":  # the physics process, started by SimBackend._open

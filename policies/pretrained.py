@@ -275,20 +275,28 @@ class ChunkActor:
         self.queue: collections.deque = collections.deque()
 
     def act(self, obs: dict) -> np.ndarray:
+        self.observe(obs)
+        if not self.queue:
+            with torch.no_grad():
+                chunk = self.plan(self.window(obs))[0]
+            self.queue.extend(chunk.cpu().numpy())
+        return self.queue.popleft().astype(np.float32)
+
+    def observe(self, obs: dict) -> None:
+        """Add one env observation to the history (the first fills it, as in training)."""
         step = {k: torch.as_tensor(np.asarray(obs[k])) for k in self.policy.input_shapes() if k in obs}
         if not self.history:
             self.history.extend([step] * self.policy.n_obs_steps)
         else:
             self.history.append(step)
-        if not self.queue:
-            window = {k: torch.stack([h[k] for h in self.history])[None].to(self.policy.device)
-                      for k in step}
-            window.update({k: [obs[k]] for k in self.policy.text_inputs() if k in obs})
-            self.policy.check_observation(window)  # names a missing key or a wrong shape
-            with torch.no_grad():
-                chunk = self.plan(window)[0]
-            self.queue.extend(chunk.cpu().numpy())
-        return self.queue.popleft().astype(np.float32)
+
+    def window(self, obs: dict) -> dict:
+        """The policy's batch (B = 1) of the last To observations, with `obs`'s text inputs."""
+        window = {k: torch.stack([h[k] for h in self.history])[None].to(self.policy.device)
+                  for k in self.history[-1]}
+        window.update({k: [obs[k]] for k in self.policy.text_inputs() if k in obs})
+        self.policy.check_observation(window)  # names a missing key or a wrong shape
+        return window
 
     def plan(self, window: dict) -> torch.Tensor:
         """(1, K, A) actions for one observation window (B = 1); subclasses record more."""

@@ -383,9 +383,10 @@ def run_pipeline(cfg: DictConfig) -> dict:
 
 
 def _robot_settings(cfg: DictConfig) -> dict:
+    """`robot_settings` without the unset ones; a sim serves or deploys in real time unless told otherwise."""
     settings = {k: v for k, v in OmegaConf.to_container(cfg.robot_settings).items() if v is not None}
     if cfg.robot == "sim":
-        settings.setdefault("virtual_clock", False)  # a deployment runs in real time unless told otherwise
+        settings.setdefault("virtual_clock", False)
     return settings
 
 
@@ -406,10 +407,7 @@ def run_robot_serve(cfg: DictConfig) -> None:
     """Serve a robot backend to a workstation's robot=remote over ZeroMQ (on the arm's PC)."""
     from robalign.hardware.remote import serve
 
-    settings = {k: v for k, v in OmegaConf.to_container(cfg.robot_settings).items() if v is not None}
-    if cfg.robot == "sim":
-        settings.setdefault("virtual_clock", False)
-    serve(cfg.robot, bind=cfg.bind, link_timeout=cfg.link_timeout, **settings)
+    serve(cfg.robot, bind=cfg.bind, link_timeout=cfg.link_timeout, **_robot_settings(cfg))
 
 
 VERBS: dict[str, Callable[[DictConfig], object]] = {
