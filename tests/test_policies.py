@@ -45,6 +45,36 @@ def test_sampling_matches_lerobots_ddim_sampler(policy):
     torch.testing.assert_close(chunk, expected, rtol=0, atol=1e-6)
 
 
+def test_traced_sampling_equals_eager_and_follows_weight_updates(policy):
+    import copy
+
+    eager = copy.deepcopy(policy)
+    eager.config.trace_inference = False
+
+    def both(b):
+        obs = observations(b=b, seed=b)
+        with torch.no_grad():
+            return (policy.sample_chain(obs, torch.Generator().manual_seed(2)).chain,
+                    eager.sample_chain(obs, torch.Generator().manual_seed(2)).chain)
+
+    for b in (1, 3):  # traced at batch 1, run at batch 3 too
+        torch.testing.assert_close(*both(b), rtol=0, atol=1e-5)
+    assert policy._trace.module is not None and eager._trace.module is None
+    # an optimiser step changes the parameters in place; the trace must see it
+    with torch.no_grad():
+        for p in policy.model.unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    eager.load_state_dict(policy.state_dict())
+    torch.testing.assert_close(*both(1), rtol=0, atol=1e-5)
+    # a copy (the EMA, a frozen reference) traces its own parameters, not the original's
+    twin = copy.deepcopy(policy)
+    with torch.no_grad():
+        for p in twin.model.unet.parameters():
+            p.zero_()
+    torch.testing.assert_close(*both(1), rtol=0, atol=1e-5)
+    assert not any("trace" in k for k in policy.state_dict())
+
+
 def test_denoise_loss_is_lerobots_loss_per_sample(policy):
     obs = observations(b=4)
     actions = torch.randn(4, 8, A)

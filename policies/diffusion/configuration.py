@@ -39,6 +39,8 @@ class DiffusionPolicyConfig:
     beta_schedule: str = "squaredcos_cap_v2"  # diffusers beta schedule
     prediction_type: str = "epsilon"  # the U-Net predicts the noise ("epsilon") or the clean chunk ("sample")
     clip_sample: bool = True        # clip the predicted clean chunk to [-1, 1] (actions are min-max scaled)
+    # ---- inference ----
+    trace_inference: bool = True    # sample through a TorchScript trace of the U-Net on CPU (~3x at batch 1)
 
     def __post_init__(self):
         self.down_dims = tuple(int(d) for d in self.down_dims)
