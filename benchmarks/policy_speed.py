@@ -60,13 +60,16 @@ def lerobot_seconds(dataset: str, steps: int, batch: int) -> float:
     from lerobot.scripts.lerobot_train import train
 
     from robalign.policies.data import dataset_root
+    from robalign.policies.diffusion.configuration import DiffusionPolicyConfig
 
     root = dataset_root(dataset)
+    ours = DiffusionPolicyConfig()  # the default config robalign's loop trains
     policy = DiffusionConfig(
         input_features={"observation.state": PolicyFeature(type=FeatureType.STATE, shape=(16,)),
                         "observation.environment_state": PolicyFeature(type=FeatureType.ENV, shape=(10,))},
         output_features={"action": PolicyFeature(type=FeatureType.ACTION, shape=(7,))},
-        down_dims=(64, 128, 256), noise_scheduler_type="DDIM", num_inference_steps=10, device="cpu",
+        down_dims=ours.down_dims, kernel_size=ours.kernel_size, n_groups=ours.n_groups,
+        diffusion_step_embed_dim=ours.diffusion_step_embed_dim, noise_scheduler_type="DDIM", num_inference_steps=10, device="cpu",
         push_to_hub=False, pretrained_backbone_weights=None)
     out = Path(tempfile.mkdtemp()) / "run"
     cfg = TrainPipelineConfig(dataset=DatasetConfig(repo_id="robalign/demos", root=str(root)), policy=policy,

@@ -38,9 +38,9 @@ STATE_FILE, STATE_JSON = "train_state.safetensors", "train_state.json"
 
 @dataclasses.dataclass
 class TrainConfig:
-    steps: int = 3000            # optimiser steps in all
+    steps: int = 9000            # optimiser steps in all (configs/pretrain.yaml says why)
     batch_size: int = 64         # windows per step (per process under accelerate)
-    lr: float = 1e-4             # peak AdamW learning rate (Diffusion Policy's)
+    lr: float = 5e-4             # peak AdamW learning rate (Diffusion Policy's paper: 1e-4, for a far larger U-Net)
     weight_decay: float = 1e-6
     warmup_steps: int = 500      # linear warm-up, then cosine decay to 0 (capped at steps // 10)
     ema_decay: float = 0.999     # EMA weight of the past at convergence (ramps up from 0)

@@ -140,16 +140,17 @@ def test_diffusion_dpo_starts_at_log2_and_prefers_the_chosen_after_updates():
 
 
 def test_diffusion_dpo_shares_noise_between_chosen_and_rejected():
-    """With the same sample as chosen and rejected the shared draws make the gap exactly 0,
-    even after the policy moved away from the reference."""
+    """With the same sample as chosen and rejected the shared draws make the gap 0 (to float
+    rounding: the two sit at different batch rows), even after the policy moved away from
+    the reference."""
     policy, reference = diffusion(), diffusion()
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(0.05 * torch.randn_like(p))
     aligner = make_aligner(MethodConfig("diffusion-dpo"))
     r = sampled_rollout(reference, 0, 5)
-    assert ratio_gap(aligner, policy, reference, r, copy.deepcopy(r)) == 0.0
-    assert ratio_gap(aligner, policy, reference, r, sampled_rollout(reference, 0, 6)) != 0.0
+    assert abs(ratio_gap(aligner, policy, reference, r, copy.deepcopy(r))) < 1e-6
+    assert abs(ratio_gap(aligner, policy, reference, r, sampled_rollout(reference, 0, 6))) > 1e-3
 
 
 def test_tpo_log_ratios_are_exact_and_training_prefers_the_chosen():

@@ -29,7 +29,7 @@ class DiffusionPolicyConfig:
     horizon: int = 16              # actions denoised per chunk (a multiple of 2 ** len(down_dims))
     n_action_steps: int = 8        # K: actions executed from each chunk before planning again
     # ---- the conditional 1D U-Net (lerobot's DiffusionConditionalUnet1d) ----
-    down_dims: tuple = (64, 128, 256)  # channels per U-Net level (paper: 512, 1024, 2048)
+    down_dims: tuple = (32, 64, 128)  # channels per U-Net level (paper: 512, 1024, 2048)
     kernel_size: int = 5           # temporal convolution width
     n_groups: int = 8              # group-norm groups
     diffusion_step_embed_dim: int = 128  # sinusoidal timestep embedding size
