@@ -116,7 +116,8 @@ def policy_latency(seconds: float) -> dict:
             "fault": summary["fault"],
             "inference_ms_p50": summary["inference_ms_p50"], "inference_ms_p99": summary["inference_ms_p99"],
             "obs_to_command_ms_p50": summary["obs_to_command_ms_p50"],
-            "obs_to_command_ms_p99": summary["obs_to_command_ms_p99"], "idle_slots": summary["idle_slots"]}
+            "obs_to_command_ms_p99": summary["obs_to_command_ms_p99"], "idle_slots": summary["idle_slots"],
+            "warmup_ms": summary["warmup_ms"]}
 
 
 def main() -> None:

@@ -160,6 +160,7 @@ def test_deploy_streams_to_the_sim_and_records_a_lerobot_episode(tmp_path, track
     summary = deploy(DeployConfig(policy=str(tmp_path / "policy"), duration=1.5, output_dir=str(out),
                                   env_state=tracker, robot_settings={"virtual_clock": True}), progress=False)
     assert summary["steps"] == 30 and not summary["flagged"] and summary["inference_ms_p50"] > 0
+    assert summary["warmup_ms"] > 0 and summary["idle_slots"] == 0
     assert json.loads((out / "deploy.json").read_text())["steps"] == 30
     ds = LeRobotDataset("robalign/deploy", root=out / "dataset")
     assert ds.num_episodes == 1 and len(ds) == 30
