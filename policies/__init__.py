@@ -45,11 +45,15 @@ def make_policy(name: str, stats: dict, overrides: dict | None = None, **shapes)
     return cls(config, stats)
 
 
-def load_policy(directory: str | Path, device: str | None = None) -> Policy:
-    """A policy saved by `save_pretrained`; refuses missing, partial, tampered or mismatched files."""
+def load_policy(directory: str | Path, device: str | None = None, overrides: dict | None = None) -> Policy:
+    """A policy saved by `save_pretrained`; refuses missing, partial, tampered or mismatched files.
+
+    `overrides` change config fields at load time, meant for inference settings (a `vla`'s
+    `temperature`, `n_action_steps`); an unknown field is an error, and a field that changes
+    the network's shape fails the strict weight load."""
     name, raw, weights, stats = read_checkpoint(directory)
     cls = policy_class(name)
-    config = config_from_dict(cls.config_class, raw, f"{directory}/config.json")
+    config = config_from_dict(cls.config_class, {**raw, **(overrides or {})}, f"{directory}/config.json")
     policy = cls(config, stats)
     load_weights(policy, weights, str(directory))
     policy.eval()

@@ -38,6 +38,8 @@ class EvalConfig:
     distractors: bool = False   # random colours, distractor objects and camera jitter
     max_steps: int | None = None  # episode length limit; null: the task's default
     instructions: str = "train"  # train | held-out: instruction wordings (held-out: none the demos use)
+    # policy config fields changed for this evaluation, e.g. {"temperature": 0} (vla: greedy tokens)
+    policy_overrides: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if not isinstance(self.episodes, int) or self.episodes <= 0:
@@ -158,7 +160,8 @@ def _set_slot(batched: dict, new: dict, i: int) -> None:
             batched[k][i] = v[i]
 
 
-def run_ray(policy_dir: str, env_name: str, seeds: list[int], options: dict, num_tasks: int) -> list[Trajectory]:
+def run_ray(policy_dir: str, env_name: str, seeds: list[int], options: dict, num_tasks: int,
+            policy_overrides: dict | None = None) -> list[Trajectory]:
     """Seeds split across `num_tasks` Ray tasks, each loading the policy and running serially."""
     try:
         import ray
@@ -170,7 +173,7 @@ def run_ray(policy_dir: str, env_name: str, seeds: list[int], options: dict, num
     try:
         task = ray.remote(num_cpus=1)(_ray_episodes)
         parts = [seeds[i::num_tasks] for i in range(num_tasks) if seeds[i::num_tasks]]
-        done = ray.get([task.remote(policy_dir, env_name, part, options) for part in parts])
+        done = ray.get([task.remote(policy_dir, env_name, part, options, policy_overrides) for part in parts])
     finally:
         if started:
             ray.shutdown()
@@ -178,13 +181,14 @@ def run_ray(policy_dir: str, env_name: str, seeds: list[int], options: dict, num
     return [by_seed[s] for s in seeds]
 
 
-def _ray_episodes(policy_dir: str, env_name: str, seeds: list[int], options: dict) -> list[Trajectory]:
+def _ray_episodes(policy_dir: str, env_name: str, seeds: list[int], options: dict,
+                  policy_overrides: dict | None) -> list[Trajectory]:
     import torch
 
     from robalign.policies import load_policy
 
     torch.set_num_threads(1)
-    return run_serial(load_policy(policy_dir), env_name, seeds, options)
+    return run_serial(load_policy(policy_dir, overrides=policy_overrides), env_name, seeds, options)
 
 
 # ---- metrics -------------------------------------------------------------------------------
@@ -251,7 +255,7 @@ def evaluate(policy_dir: str | Path, env_name: str, output_dir: str | Path, cfg:
     from . import load_policy
 
     envs.env_class(env_name)  # unknown env: fail before loading anything
-    policy = load_policy(policy_dir)
+    policy = load_policy(policy_dir, overrides=cfg.policy_overrides)
     options = env_options(policy, cfg.distractors, cfg.max_steps, cfg.instructions)
     seeds = cfg.seeds
     torch.set_num_threads(1)  # the policy shares the cores with the env processes
@@ -264,12 +268,14 @@ def evaluate(policy_dir: str | Path, env_name: str, output_dir: str | Path, cfg:
         elif cfg.launcher == "vector":
             trajectories = run_vector(policy, env_name, seeds, options, cfg.num_envs, bar)
         else:
-            trajectories = run_ray(str(Path(policy_dir).absolute()), env_name, seeds, options, cfg.num_envs)
+            trajectories = run_ray(str(Path(policy_dir).absolute()), env_name, seeds, options, cfg.num_envs,
+                                   cfg.policy_overrides)
             bar.update(len(seeds))
         bar.close()
         metrics = episode_metrics(trajectories, env_name)
         metrics.update({"policy": str(Path(policy_dir).absolute()), "seeds": [seeds[0], seeds[-1]],
-                        "launcher": cfg.launcher, "distractors": cfg.distractors, "instructions": cfg.instructions})
+                        "launcher": cfg.launcher, "distractors": cfg.distractors, "instructions": cfg.instructions,
+                        "policy_overrides": dict(cfg.policy_overrides)})
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         classify = envs.env_class(env_name).behaviour_mode
         per_episode = [{"seed": t.provenance["seed"], "success": t.success, "length": len(t), "mode": classify(t),

@@ -36,6 +36,11 @@ def compose(verb: str, overrides: list[str]) -> DictConfig:
         if override.startswith(("+", "~")):
             raise RobalignError(f"{override!r}: adding or deleting settings is not allowed; "
                                 f"valid settings: {', '.join(_settings(verb))}")
+    # A verb's open settings take keys the yaml cannot list (a checkpoint's config fields;
+    # checked when the policy loads): `policy_config.temperature=0` adds the key.
+    opened = OPEN_SETTINGS.get(verb)
+    if opened:
+        overrides = [f"+{o}" if o.startswith(f"{opened}.") else o for o in overrides]
     for key, group in GROUP_ALIASES.get(verb, {}).items():  # `policy=NAME` picks configs/policy_preset/NAME.yaml
         overrides = [f"{group}@{o}" if o.startswith(f"{key}=") else o for o in overrides]
     try:
@@ -52,6 +57,9 @@ def compose(verb: str, overrides: list[str]) -> DictConfig:
 # `method`, because Hydra would then read every `policy=PATH` (eval, align) and every
 # `method=NAME` (reward) as a group choice.
 GROUP_ALIASES = {"pretrain": {"policy": "policy_preset"}, "align": {"method": "align_method"}}
+# Settings whose keys are free here and checked by the code they reach (eval's policy_config:
+# the checkpoint's config fields, so an unknown one is an error naming the valid ones).
+OPEN_SETTINGS = {"eval": "policy_config"}
 
 
 def config_name(verb: str) -> str:
@@ -87,7 +95,9 @@ def _settings(verb: str) -> list[str]:
 
     def walk(node, prefix=""):
         for key, value in node.items():
-            if isinstance(value, dict):
+            if isinstance(value, dict) and f"{prefix}{key}" == OPEN_SETTINGS.get(verb):
+                yield f"{prefix}{key}.*"
+            elif isinstance(value, dict):
                 yield from walk(value, f"{prefix}{key}.")
             else:
                 yield f"{prefix}{key}"
@@ -340,7 +350,8 @@ def run_eval(cfg: DictConfig) -> dict:
     out = check_output_dir(cfg.output_dir or default_output_dir("eval"))
     ecfg = EvalConfig(episodes=cfg.episodes, seed=cfg.seed, launcher=cfg.launcher, num_envs=cfg.num_envs,
                       videos=cfg.videos, distractors=cfg.env.distractors, max_steps=cfg.max_steps,
-                      instructions=cfg.env.get("instructions", "train"))
+                      instructions=cfg.env.get("instructions", "train"),
+                      policy_overrides=OmegaConf.to_container(cfg.policy_config))
     metrics = evaluate(cfg.policy, cfg.env.name, out, ecfg, progress=cfg.progress,
                        config_text=OmegaConf.to_yaml(cfg, resolve=True))
     lo, hi = metrics["success_ci95"]

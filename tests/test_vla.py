@@ -161,6 +161,26 @@ def test_checkpoint_round_trip_leaves_frozen_encoders_out(tmp_path):
     assert json.loads((tmp_path / "p" / "config.json").read_text())["config"]["text_encoder"] == "all-MiniLM-L6-v2"
 
 
+def test_load_time_overrides_change_inference_settings_only(tmp_path):
+    """`load_policy(overrides=)` (eval's policy_config.*): greedy decoding of a saved policy;
+    a misspelt field or one that changes the network's shape is refused."""
+    from robalign.policies import CheckpointError
+
+    policy = tiny()
+    policy.save_pretrained(tmp_path / "p")
+    greedy = load_policy(tmp_path / "p", overrides={"temperature": 0})
+    assert greedy.config.temperature == 0 and load_policy(tmp_path / "p").config.temperature == 1.0
+    o = obs()
+    draws = [greedy.sample_tokens(o, torch.Generator().manual_seed(s))[0] for s in range(3)]
+    expected, _ = policy.sample_tokens(o, temperature=0)
+    for tokens in draws:
+        torch.testing.assert_close(tokens, expected)
+    with pytest.raises(RobalignError, match="unknown setting.*temprature.*valid:.*temperature"):
+        load_policy(tmp_path / "p", overrides={"temprature": 0})
+    with pytest.raises(CheckpointError):
+        load_policy(tmp_path / "p", overrides={"d_model": 64})
+
+
 @pytest.mark.slow
 def test_pretrain_and_eval_on_pick_place_lang(tmp_path):
     """Real demos -> `robalign pretrain policy=vla` -> `robalign eval` on held-out wording."""
@@ -180,7 +200,8 @@ def test_pretrain_and_eval_on_pick_place_lang(tmp_path):
     out = tmp_path / "eval"
     metrics = main(["eval", f"policy={run / 'policy'}", "env=pick-place-lang", "env.instructions=held-out",
                     "episodes=2", "max_steps=12", "launcher=vector", "num_envs=2", "videos=0", f"output_dir={out}",
-                    "progress=false"])
+                    "progress=false", "policy_config.temperature=0"])
+    assert metrics["policy_overrides"] == {"temperature": 0}
     episodes = json.loads((out / "episodes.json").read_text())
     from robalign.envs.tasks.pick_place_lang import HELD_OUT_PARAPHRASES
 
