@@ -3,7 +3,7 @@ compare each behaviour mode's share of the rollouts with its share of the demos.
 
     python benchmarks/policy_success.py --demos runs/demos-reach --run runs/pt-reach --steps 3000 --episodes 100
     python benchmarks/policy_success.py --policy vla --env pick-place-lang --demos runs/demos-ppl \
-        --run runs/pt-vla --steps 3000 --episodes 100 --held-out-episodes 50
+        --run runs/pt-vla --steps 3000 --episodes 100 --held-out-episodes 50 --eval-set temperature=0
 
 Skips pretraining when --run already holds a finished policy. Prints the wall time of
 pretraining (the bar: <= 20 minutes on the 2-core machine), success with its Wilson 95%
@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--policy", default="diffusion", help="policy preset to pretrain")
     parser.add_argument("--held-out-episodes", type=int, default=0, help="also evaluate on unseen wordings")
     parser.add_argument("--set", nargs="*", default=[], help="extra overrides for pretrain, e.g. train.lr=3e-4")
+    parser.add_argument("--eval-set", nargs="*", default=[],
+                        help="checkpoint config changes for evaluation, e.g. temperature=0 (eval's policy_config.*)")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--policy-dir", default=None, help="evaluate this checkpoint instead of RUN/policy")
@@ -47,7 +49,9 @@ def main() -> None:
     policy = args.policy_dir or str(run / "policy")
     out = Path(policy).parent / f"eval-{args.episodes}-{int(time.time())}"
     t = time.perf_counter()
-    metrics = robalign("eval", f"policy={policy}", f"env={args.env}", f"episodes={args.episodes}", f"output_dir={out}")
+    eval_set = [f"policy_config.{kv}" for kv in args.eval_set]
+    metrics = robalign("eval", f"policy={policy}", f"env={args.env}", f"episodes={args.episodes}", f"output_dir={out}",
+                       *eval_set)
     print(f"evaluation: {(time.perf_counter() - t) / 60:.1f} min")
     demo_modes = json.loads((Path(args.demos) / "summary.json").read_text())["modes"]
     total = sum(demo_modes.values())
@@ -59,7 +63,7 @@ def main() -> None:
     print_by_colour(metrics)
     if args.held_out_episodes:
         held = robalign("eval", f"policy={policy}", f"env={args.env}", "env.instructions=held-out",
-                        f"episodes={args.held_out_episodes}", f"seed={200000}", f"output_dir={out}-held-out")
+                        f"episodes={args.held_out_episodes}", f"seed={200000}", f"output_dir={out}-held-out", *eval_set)
         lo, hi = held["success_ci95"]
         print(f"held-out wording: success {held['success_rate']:.0%} (95% CI {lo:.0%}-{hi:.0%}) "
               f"over {held['episodes']} episodes")

@@ -123,7 +123,7 @@ def run_demos(cfg: DictConfig) -> Path:
         _save_config(cfg, tmp)
         recorded = record_demos(
             tmp, cfg.env.name, cfg.n, modes=modes, seed=cfg.seed, distractors=cfg.env.distractors,
-            image_size=cfg.env.image_size, progress=cfg.progress,
+            image_size=cfg.env.image_size, progress=cfg.progress, perturb=cfg.perturb,
         )
         shown: dict[str, int] = {}
         for traj in recorded:
@@ -131,13 +131,14 @@ def run_demos(cfg: DictConfig) -> Path:
                 shown[traj.mode] = shown.get(traj.mode, 0) + 1
                 seed = traj.provenance["seed"]
                 preview_episode(cfg.env.name, traj.mode, seed, tmp / "videos" / f"{traj.mode}-seed{seed}.mp4",
-                                distractors=cfg.env.distractors)
+                                distractors=cfg.env.distractors, perturb=cfg.perturb)
         summary = {
             "env": cfg.env.name,
             "episodes": len(recorded),
             "frames": int(sum(len(t) for t in recorded)),
             "modes": {m: sum(t.mode == m for t in recorded) for m in modes},
             "seeds": [t.provenance["seed"] for t in recorded],
+            "perturb": cfg.perturb,
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {summary['episodes']} demos ({summary['frames']} frames) to {out}/dataset; previews in {out}/videos")

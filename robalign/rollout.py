@@ -12,6 +12,11 @@ import numpy as np
 
 from robalign.types import Trajectory
 
+# DART's push per action dimension, as a share of `perturb`: rotation at half, because a
+# full push on the wrist turns the gripper off the cube's faces (pick-place-lang's expert
+# then succeeded 5 of 10 times at 0.3; translation 0.2 with rotation at half: 10 of 10)
+PUSH_SHARE = np.array([1, 1, 1, 0.5, 0.5, 0.5])
+
 
 class EpisodeRecorder:
     """Collects one episode step by step into a Trajectory.
@@ -54,8 +59,12 @@ def record_episode(
     provenance: dict | None = None,
     on_reset: Callable[[], None] | None = None,
     video: list | None = None,
+    execute: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Trajectory:
     """Reset `env` with `seed`, step `act(obs)` until the episode ends, return the record.
+
+    With `execute`, the env steps `execute(action)` while the record keeps `action`: how a
+    perturbed expert (DART) records its corrective label for a state it was pushed into.
 
     The recorded step t holds the observation before action t; the final observation
     (after the last action) is not a step of its own. `on_reset` runs right after reset
@@ -71,7 +80,7 @@ def record_episode(
     while True:
         action = np.asarray(act(obs), dtype=np.float32)
         recorder.add(obs, info, action)
-        obs, _, terminated, truncated, info = env.step(action)
+        obs, _, terminated, truncated, info = env.step(action if execute is None else execute(action))
         if video is not None:
             video.append(env.render())
         if terminated or truncated:
@@ -81,19 +90,26 @@ def record_episode(
 
 
 def expert_episode(env, mode: str, seed: int, video: list | None = None, noise: float = 0.0,
-                   drift: float = 0.0) -> Trajectory:
+                   drift: float = 0.0, perturb: float = 0.0) -> Trajectory:
     """One episode by the task's scripted expert in `mode`.
 
     For more varied behaviour to compare: `noise` > 0 adds white Gaussian noise of that std
     to every action; `drift` > 0 adds smooth AR(1) noise (coefficient 0.9, stationary std
     `drift`) to the translation, which bends the path (white noise mostly averages out in
     the OSC controller). Both are clipped to the action box and drawn from their own seeded
-    streams.
+    streams, and recorded as the actions taken.
+
+    `perturb` > 0 is DART (Laskey et al. 2017) for imitation data: the same smooth noise on
+    the executed translation and rotation pushes the arm off the expert's path, while the
+    record keeps the expert's own action, which steers back. Without it a cloned policy
+    never sees a state off the path, so it can learn to replay the path's actions rather
+    than to correct toward the object (measured on pick-place-lang: README).
     """
     from robalign.envs import ScriptedExpert
 
-    holder: dict = {"drift": np.zeros(3)}
+    holder: dict = {"drift": np.zeros(3), "push": np.zeros(6)}
     noise_rng, drift_rng = np.random.default_rng([seed, 2]), np.random.default_rng([seed, 3])
+    push_rng = np.random.default_rng([seed, 4])
 
     def plan() -> None:
         holder["expert"] = ScriptedExpert(env, mode, np.random.default_rng([seed, 1]))
@@ -107,6 +123,13 @@ def expert_episode(env, mode: str, seed: int, video: list | None = None, noise: 
             action[:3] = np.clip(action[:3] + holder["drift"], -1, 1)
         return action
 
+    def pushed(action: np.ndarray) -> np.ndarray:
+        holder["push"] = 0.9 * holder["push"] + np.sqrt(1 - 0.9**2) * perturb * push_rng.normal(size=6)
+        out = np.array(action, copy=True)
+        out[:6] = np.clip(out[:6] + holder["push"] * PUSH_SHARE, -1, 1)
+        return out
+
     provenance = {"actor": f"expert:{mode}", **({"noise": float(noise)} if noise > 0 else {}),
-                  **({"drift": float(drift)} if drift > 0 else {})}
-    return record_episode(env, act, seed, mode=mode, provenance=provenance, on_reset=plan, video=video)
+                  **({"drift": float(drift)} if drift > 0 else {}), **({"perturb": float(perturb)} if perturb > 0 else {})}
+    return record_episode(env, act, seed, mode=mode, provenance=provenance, on_reset=plan, video=video,
+                          execute=pushed if perturb > 0 else None)

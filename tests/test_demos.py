@@ -58,6 +58,9 @@ def test_bad_requests_fail_before_writing(tmp_path):
     for n in (0, -3, 1.5, True):
         with pytest.raises(RobalignError, match="positive"):
             write_demos("reach-around", n, tmp_path / "c")
+    for perturb in (-0.1, 1.5, "big"):
+        with pytest.raises(RobalignError, match=r"perturb must be a number in \[0, 1\]"):
+            write_demos("reach-around", 1, tmp_path / "d", perturb=perturb)
     assert list(tmp_path.iterdir()) == []
 
 

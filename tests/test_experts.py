@@ -41,3 +41,27 @@ def test_reach_around_modes_differ_in_their_objectives():
     assert side(left) > 0.05 and side(right) < -0.05 and abs(side(over)) < 0.05
     length = envs.get_objective("path-length")
     assert length(over) > length(left)  # over the top is the shorter way here
+
+
+def test_dart_demos_record_the_expert_label_not_the_pushed_action():
+    """perturb > 0 (DART): the arm is pushed off the clean path and still succeeds, and the
+    record keeps the expert's corrective actions, so replaying them open-loop does not give
+    the recorded states (it does for a clean demo: the sim is deterministic)."""
+    from robalign.rollout import record_episode
+
+    env = envs.make("pick-place-lang", camera=False)
+    try:
+        clean = expert_episode(env, "direct", 3)
+        pushed = expert_episode(env, "direct", 3, perturb=0.2)
+
+        def replay(trajectory):  # its first 20 actions, then still (until the step limit)
+            steps = iter(trajectory.action[:20])
+            return record_episode(env, lambda obs: next(steps, np.zeros(7)), 3)
+
+        assert clean.success and pushed.success and pushed.provenance["perturb"] == 0.2
+        n = min(len(clean), len(pushed))
+        assert np.abs(pushed.state[:n, :3] - clean.state[:n, :3]).max() > 0.005  # pushed > 5 mm off the path
+        np.testing.assert_allclose(replay(clean).state[:20], clean.state[:20], atol=1e-9)
+        assert np.abs(replay(pushed).state[:20, :3] - pushed.state[:20, :3]).max() > 1e-3
+    finally:
+        env.close()

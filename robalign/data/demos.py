@@ -95,11 +95,13 @@ def record_demos(
     image_size: int = 96,
     progress: bool = True,
     require_success: bool = True,
+    perturb: float = 0.0,
 ) -> list[Trajectory]:
     """Record `n` expert episodes (modes in turn) as a LeRobotDataset at `root`/dataset.
 
     Seeds are seed, seed+1, ...; a failed expert episode is replaced by the next seed when
-    `require_success` (imitation data should show the task done). Returns the recorded
+    `require_success` (imitation data should show the task done). `perturb` > 0 records
+    DART demos (`expert_episode`): the arm is pushed off the path, the label corrects. Returns the recorded
     trajectories without frames (their seeds and modes are in `provenance`).
     """
     import robalign.envs as envs
@@ -108,13 +110,15 @@ def record_demos(
     from robalign.rollout import expert_episode
 
     modes = validate_demo_request(env_name, n, modes)
+    if not (isinstance(perturb, (int, float)) and 0 <= perturb <= 1):
+        raise RobalignError(f"perturb must be a number in [0, 1] (std of the push, in action units); got {perturb!r}")
     env = envs.make(env_name, distractors=distractors, image_size=image_size, camera=True)
     dataset, recorded = None, []
     try:
         next_seed, attempts = seed, 0
         for mode in tqdm(episode_modes(modes, n), desc=f"demos {env_name}", unit="ep", disable=not progress):
             while True:
-                trajectory = expert_episode(env, mode, next_seed)
+                trajectory = expert_episode(env, mode, next_seed, perturb=perturb)
                 next_seed, attempts = next_seed + 1, attempts + 1
                 if trajectory.success or not require_success:
                     break

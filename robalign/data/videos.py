@@ -21,7 +21,8 @@ def write_mp4(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: 
     return path
 
 
-def preview_episode(env_name: str, mode: str, seed: int, path: str | Path, distractors: bool = False) -> Path:
+def preview_episode(env_name: str, mode: str, seed: int, path: str | Path, distractors: bool = False,
+                    perturb: float = 0.0) -> Path:
     """Replay expert episode (env_name, mode, seed) at 256 px and write it as an mp4.
 
     Episodes are deterministic per seed, so this shows exactly the recorded demo, rendered
@@ -33,7 +34,7 @@ def preview_episode(env_name: str, mode: str, seed: int, path: str | Path, distr
     env = envs.make(env_name, distractors=distractors, camera=False, render_mode="rgb_array")
     frames: list[np.ndarray] = []
     try:
-        expert_episode(env, mode, seed, video=frames)
+        expert_episode(env, mode, seed, video=frames, perturb=perturb)
     finally:
         env.close()
     return write_mp4(path, frames)
