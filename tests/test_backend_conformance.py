@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from robalign.hardware.backend import FAULT, HOLDING, IDLE, STREAMING, BackendFault, make_backend
-from robalign.hardware.safety import SafetyFault, SafetyViolation, TimedTarget
+from robalign.hardware.safety import NonMonotonicTime, SafetyFault, SafetyViolation, TimedTarget
 
 SIMULATOR = {"franky": "franky-sim", "libfranka": "franka-sim"}
 ONLY = os.environ.get("ROBALIGN_CONFORMANCE_BACKEND")
@@ -61,7 +61,13 @@ def stream(robot, q_of_t, seconds: float, every: float = 0.05) -> None:
     """Submit q_of_t(t) for t one period ahead, every `every` seconds, for `seconds`."""
     for _ in range(round(seconds / every)):
         t = robot.clock() + 0.1
-        robot.submit(TimedTarget(t, q_of_t(t)))
+        try:
+            robot.submit(TimedTarget(t, q_of_t(t)))
+        except NonMonotonicTime:
+            # this thread woke too late (CI saw 0.16 s on 2 busy cores): the arm re-anchored at
+            # the present and rightly refused a target already past; a client drops it
+            if t > robot.clock():
+                raise
         robot.wait(every)
 
 
