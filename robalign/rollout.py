@@ -119,12 +119,12 @@ def expert_episode(env, mode: str, seed: int, video: list | None = None, noise: 
         if noise > 0:
             action = np.clip(action + noise_rng.normal(0, noise, action.shape), -1, 1)
         if drift > 0:
-            holder["drift"] = 0.9 * holder["drift"] + np.sqrt(1 - 0.9**2) * drift * drift_rng.normal(size=3)
+            holder["drift"] = _ar1_step(holder["drift"], drift, drift_rng)
             action[:3] = np.clip(action[:3] + holder["drift"], -1, 1)
         return action
 
     def pushed(action: np.ndarray) -> np.ndarray:
-        holder["push"] = 0.9 * holder["push"] + np.sqrt(1 - 0.9**2) * perturb * push_rng.normal(size=6)
+        holder["push"] = _ar1_step(holder["push"], perturb, push_rng)
         out = np.array(action, copy=True)
         out[:6] = np.clip(out[:6] + holder["push"] * PUSH_SHARE, -1, 1)
         return out
@@ -133,3 +133,8 @@ def expert_episode(env, mode: str, seed: int, video: list | None = None, noise: 
                   **({"drift": float(drift)} if drift > 0 else {}), **({"perturb": float(perturb)} if perturb > 0 else {})}
     return record_episode(env, act, seed, mode=mode, provenance=provenance, on_reset=plan, video=video,
                           execute=pushed if perturb > 0 else None)
+
+
+def _ar1_step(previous: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    """One step of AR(1) noise with coefficient 0.9 and stationary std `std` (drift and DART's push)."""
+    return 0.9 * previous + np.sqrt(1 - 0.9**2) * std * rng.normal(size=previous.shape)
