@@ -118,12 +118,14 @@ def run_demos(cfg: DictConfig) -> Path:
     modes = validate_demo_request(cfg.env.name, cfg.n, list(modes) if modes else None)
     if not isinstance(cfg.preview, int) or cfg.preview < 0:
         raise RobalignError(f"preview must be an int >= 0; got {cfg.preview!r}")
+    if not isinstance(cfg.camera, bool):
+        raise RobalignError(f"camera must be true or false; got {cfg.camera!r}")
     out = Path(cfg.output_dir or default_output_dir("demos"))
     with atomic_output_dir(out) as tmp:
         _save_config(cfg, tmp)
         recorded = record_demos(
             tmp, cfg.env.name, cfg.n, modes=modes, seed=cfg.seed, distractors=cfg.env.distractors,
-            image_size=cfg.env.image_size, progress=cfg.progress, perturb=cfg.perturb,
+            image_size=cfg.env.image_size, progress=cfg.progress, perturb=cfg.perturb, camera=cfg.camera,
         )
         shown: dict[str, int] = {}
         for traj in recorded:
@@ -139,6 +141,7 @@ def run_demos(cfg: DictConfig) -> Path:
             "modes": {m: sum(t.mode == m for t in recorded) for m in modes},
             "seeds": [t.provenance["seed"] for t in recorded],
             "perturb": cfg.perturb,
+            "camera": cfg.camera,
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {summary['episodes']} demos ({summary['frames']} frames) to {out}/dataset; previews in {out}/videos")

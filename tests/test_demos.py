@@ -50,6 +50,34 @@ def test_demos_round_trip_through_lerobot(tmp_path):
                                expected.info["vase_clearance"], atol=1e-6)
 
 
+def test_state_only_demos_leave_the_image_out(tmp_path, capsys):
+    """`camera=false`: the same episodes without observation.image; a policy reading state
+    trains from them, one reading images is told what the dataset lacks."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from robalign.policies.data import DemoWindows
+
+    out = tmp_path / "run"
+    assert main(["demos", "env=pick-place-lang", "n=1", "camera=false", "preview=0", f"output_dir={out}",
+                 "progress=false"]) == 0
+    assert json.loads((out / "summary.json").read_text())["camera"] is False
+    ds = LeRobotDataset("robalign/pick-place-lang", root=out / "dataset")
+    assert "observation.image" not in ds.meta.features and not ds.meta.video_keys
+    env = envs.make("pick-place-lang", camera=False)
+    try:
+        expected = expert_episode(env, "direct", 0)
+    finally:
+        env.close()
+    windows = DemoWindows(out, ("instruction", "state", "environment_state"), 1, 4)
+    np.testing.assert_allclose(windows.arrays["action"].numpy(), expected.action, atol=1e-6)
+    assert windows.shapes()["env_state_layout"] == [[5, 1], [5, 1], [5, 1], [3, 1]]
+    with pytest.raises(RobalignError, match="lacks observation.image"):
+        DemoWindows(out, ("state", "image"), 1, 4)
+    assert main(["demos", "env=pick-place-lang", "n=1", "camera=no", f"output_dir={tmp_path / 'b'}"]) != 0
+    assert "camera must be true or false; got 'no'" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
 def test_bad_requests_fail_before_writing(tmp_path):
     with pytest.raises(UnknownNameError, match="cube-group"):
         write_demos("nope", 1, tmp_path / "a")
