@@ -439,7 +439,17 @@ def _save_config(cfg: DictConfig, directory: Path) -> None:
     (directory / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
 
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM (`kill`, a batch scheduler's stop) into SystemExit(143), so `finally`
+    blocks run: a run directory half-written in its hidden temp dir is deleted, not left."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the process is ours (console script, python -m robalign), not a caller's
+        _exit_on_sigterm()
     argv = list(sys.argv[1:] if argv is None else argv)
     usage = USAGE.format(verbs="\n".join(f"  {v:<16} {f.__doc__.splitlines()[0]}" for v, f in VERBS.items()))
     if not argv or argv[0] in ("-h", "--help", "help"):

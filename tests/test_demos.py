@@ -78,6 +78,29 @@ def test_state_only_demos_leave_the_image_out(tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
+def test_killed_run_leaves_nothing(tmp_path):
+    """SIGTERM mid-recording: the hidden temp dir is deleted and output_dir never appears."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "robalign", "demos", "env=reach-around", "n=200", "camera=false",
+                             "preview=0", f"output_dir={out}", "progress=false"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".run.*.partial/dataset")) and time.monotonic() < deadline:
+            time.sleep(0.2)  # recording has started once lerobot's dataset exists
+        assert list(tmp_path.glob(".run.*.partial/dataset")), "the recording never started"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_requests_fail_before_writing(tmp_path):
     with pytest.raises(UnknownNameError, match="cube-group"):
         write_demos("nope", 1, tmp_path / "a")
