@@ -144,7 +144,8 @@ def run_demos(cfg: DictConfig) -> Path:
             "camera": cfg.camera,
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"wrote {summary['episodes']} demos ({summary['frames']} frames) to {out}/dataset; previews in {out}/videos")
+    previews = f"; previews in {out}/videos" if shown else ""
+    print(f"wrote {summary['episodes']} demos ({summary['frames']} frames) to {out}/dataset{previews}")
     return out
 
 
