@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robalign.data.demos import dataset_root
+from robalign.data.demos import dataset_root, recorded_env
 from robalign.errors import RobalignError
 
 # env observation key -> dataset column
@@ -106,12 +106,8 @@ class DemoWindows:
 
 def recorded_env_state_objects(root: Path) -> list[list[int]] | None:
     """[[values, starts with xyz (0/1)], ...] per object of environment_state, from the task
-    that recorded these demos (`robalign demos` writes config.yaml beside the dataset);
-    None when the demos do not say which task they are of."""
-    from omegaconf import OmegaConf
-
-    recorded = Path(root).parent / "config.yaml"
-    name = OmegaConf.load(recorded).get("env", {}).get("name") if recorded.is_file() else None
+    that recorded these demos; None when the demos do not say which task they are of."""
+    name = recorded_env(root)
     if name is None:
         return None
     from robalign.envs import env_class

@@ -336,10 +336,9 @@ def run_pretrain(cfg: DictConfig) -> Path:
 def _check_dataset_env(dataset: str, env_name: str) -> None:
     """Demos of one task cannot pretrain a policy for another (a `robalign demos` run
     records its env in config.yaml beside the dataset)."""
-    from robalign.data.demos import dataset_root
+    from robalign.data.demos import recorded_env as read_recorded_env
 
-    recorded = dataset_root(dataset).parent / "config.yaml"
-    recorded_env = OmegaConf.load(recorded).get("env", {}).get("name") if recorded.is_file() else None
+    recorded_env = read_recorded_env(dataset)
     if recorded_env and recorded_env != env_name:
         raise RobalignError(f"dataset {dataset!r} holds {recorded_env} demos, but env={env_name}; "
                             f"pass env={recorded_env} or demos of {env_name}")

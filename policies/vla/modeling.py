@@ -3,13 +3,11 @@ probability of any action chunk is exact (GRAPE's trajectory preference optimisa
 log pi(trajectory), which diffusion policies only approximate).
 
     prefix  [instruction] [state_1..To] [object state_1..To] [image tokens 1..To x 36]
+    actions [BOS] a(1,1) a(1,2) .. a(K,A-1)   ->   predicts a(1,1) .. a(K,A)
 
 The object state is one token per object of the task's `env_state_objects` (the default),
 each made of the object's values and, for an object with a position, its xyz minus the
-gripper's: the offset a grasp steers by. Read as one token of absolute positions, 200 demos
-were fitted (first-step error 0.003) but replayed closed-loop as memorised paths that missed
-the cube by 3-30 cm after a 2 cm drift (README, Figures -> Policies).
-    actions [BOS] a(1,1) a(1,2) .. a(K,A-1)   ->   predicts a(1,1) .. a(K,A)
+gripper's: the offset a grasp steers by, not a position a memorised path passes through.
 
 The instruction is a frozen all-MiniLM-L6-v2 sentence embedding; images (when read) are
 frozen ImageNet EfficientNet-Lite0 stride-16 features, one token per cell. Each action
@@ -132,9 +130,10 @@ class VLAPolicy(Policy):
         B = self.check_observation(obs)
         c, dev = self.config, self.device
         parts = [self.text_proj(language.embed(obs["instruction"]).to(dev))[:, None]]
-        parts.append(self.state_proj(self.normalizer.normalize("state", obs["state"].to(dev).float())))
+        state = obs["state"].to(dev).float()
+        parts.append(self.state_proj(self.normalizer.normalize("state", state)))
         if self.objects:
-            parts.append(self.object_tokens(obs["state"].to(dev).float(), obs["environment_state"].to(dev).float()))
+            parts.append(self.object_tokens(state, obs["environment_state"].to(dev).float()))
         elif c.use_env_state:
             parts.append(self.env_proj(self.normalizer.normalize("environment_state",
                                                                  obs["environment_state"].to(dev).float())))

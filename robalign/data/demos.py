@@ -55,6 +55,15 @@ def dataset_root(path: str | Path, setting: str = "dataset", hint: str = "") -> 
     return root
 
 
+def recorded_env(path: str | Path) -> str | None:
+    """The env name a `robalign demos` run recorded in config.yaml beside its dataset;
+    None when the dataset came from elsewhere."""
+    from omegaconf import OmegaConf
+
+    recorded = dataset_root(path).parent / "config.yaml"
+    return OmegaConf.load(recorded).get("env", {}).get("name") if recorded.is_file() else None
+
+
 def episode_modes(modes: Sequence[str], n: int) -> list[str]:
     """An even mix: modes in turn, so any prefix of the episodes is as balanced as it can be."""
     return [modes[i % len(modes)] for i in range(n)]
