@@ -7,9 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from robalign.errors import RobalignError
 from robalign.policies import ObservationError, load_policy, make_policy
+from robalign.policies.vla.modeling import Prefix
 
 S, E, A = 5, 4, 2
 
@@ -49,6 +51,45 @@ def test_instruction_embedding_is_the_packaged_minilm():
     assert sims[0] > 0.7 and sims[2] < 0.3
     with pytest.raises(RobalignError, match="non-empty strings"):
         language.embed(["   "])
+
+
+def test_instruction_token_states_are_padded_masked_and_cut_at_the_end():
+    from robalign.policies.vla import language
+
+    short, long = "put the red cube in the bowl", " ".join(["pick up the red cube and"] * 6) + " drop it"
+    states, real = language.token_states([short, long], 12)
+    assert states.shape == (2, 12, language.DIM) and real.sum(1).tolist() == [9, 12]  # [CLS] 7 words [SEP]
+    full = language._states_one(long)
+    assert len(full) > 12
+    torch.testing.assert_close(states[1, :11], full[:11])
+    torch.testing.assert_close(states[1, 11], full[-1])  # a cut instruction still ends on [SEP]
+    assert not states[0, 9:].any()
+    # the colour word's own state differs far more than the sentence embeddings do
+    green = language.token_states(["put the green cube in the bowl"], 12)[0]
+    colour_cos = F.cosine_similarity(states[0, 3], green[0, 3], dim=0)
+    sentence_cos = F.cosine_similarity(*language.embed([short, "put the green cube in the bowl"]), dim=0)
+    assert colour_cos < 0.6 < 0.8 < sentence_cos
+
+
+def test_instruction_padding_is_invisible():
+    """No token attends to instruction padding: whatever sits in the padded prefix slots,
+    the logits are the same, for a short and a long instruction side by side."""
+    policy = tiny()
+    o = obs(2, ("move the red cube", "pick up the blue cube and drop it in the bowl"))
+    actions = policy.detokenize(torch.randint(0, 16, (2, 2, A)))
+    tokens = policy.tokenize(actions).flatten(1)[:, :-1]
+    with torch.no_grad():
+        prefix = policy.prefix(o)
+        assert prefix.real[:, :16].sum(1).tolist() == [6, 13] and prefix.real[:, 16:].all()
+        noisy = Prefix(torch.where(prefix.real[..., None], prefix.tokens, torch.randn_like(prefix.tokens) * 10),
+                       prefix.real)
+        torch.testing.assert_close(policy.logits(noisy, tokens), policy.logits(prefix, tokens))
+        assert not torch.allclose(policy.logits(Prefix(noisy.tokens, torch.ones_like(prefix.real)), tokens),
+                                  policy.logits(prefix, tokens))  # the mask is what hides them
+    sentence = tiny(instruction_tokens=0)
+    assert sentence.prefix_length == 1 + 1 + 1 and sentence.prefix(o).real.all()
+    with pytest.raises(RobalignError, match=r"instruction_tokens=2 \(0: one sentence token, or 3 .. 64\)"):
+        tiny(instruction_tokens=2)
 
 
 def test_chunk_probabilities_sum_to_one():
@@ -148,8 +189,8 @@ def test_checkpoint_round_trip_leaves_frozen_encoders_out(tmp_path):
     policy = tiny(use_image=True, image_size=32)
     frames = torch.randint(0, 255, (2, 1, 32, 32, 3), dtype=torch.uint8)
     o = {**obs(), "image": frames}
-    assert policy.prefix(o).shape == (2, policy.prefix_length, 32)
-    assert policy.prefix_length == 1 + 1 + 1 + 4  # instruction, state, object state, 2x2 image cells
+    assert policy.prefix(o).tokens.shape == (2, policy.prefix_length, 32)
+    assert policy.prefix_length == 16 + 1 + 1 + 4  # instruction tokens, state, object state, 2x2 image cells
     names = list(policy.state_dict())
     assert not any("bert" in n or "_blocks" in n for n in names), "frozen encoders must stay out of checkpoints"
     policy.save_pretrained(tmp_path / "p")
@@ -167,7 +208,7 @@ def test_object_tokens_read_each_object_relative_to_the_gripper(tmp_path):
     together leaves the tokens as they were, and moving one object changes its token alone."""
     layout = [[3, 1], [1, 0]]  # an object with a position, then one plain value (E = 4)
     policy = tiny(env_state_layout=layout)
-    assert policy.prefix_length == 1 + 1 + 2  # instruction, state, one token per object
+    assert policy.prefix_length == 16 + 1 + 2  # instruction tokens, state, one token per object
     with torch.no_grad():
         for proj, (size, _) in zip(policy.object_proj, layout):
             proj.weight[:, :size] = 0  # keep only the offset's columns
@@ -190,7 +231,7 @@ def test_object_tokens_read_each_object_relative_to_the_gripper(tmp_path):
     a = torch.rand(2, 2, A) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(loaded.log_prob(o, a), policy.log_prob(o, a))
-    assert tiny(env_state_layout=layout, object_tokens=False).prefix_length == 1 + 1 + 1
+    assert tiny(env_state_layout=layout, object_tokens=False).prefix_length == 16 + 1 + 1
     with pytest.raises(RobalignError, match="env_state_layout=.*adding up to env_state_dim=4"):
         tiny(env_state_layout=[[3, 1]])
     with pytest.raises(RobalignError, match="env_state_layout=.*values >= 3"):
@@ -235,7 +276,7 @@ def test_pretrain_and_eval_on_pick_place_lang(tmp_path):
     assert policy.name == "vla" and policy.config.env_state_dim == 18
     # the demos' task declares its objects: three cubes (xyz, sin and cos of 4 yaw) and the bowl
     assert [list(o) for o in policy.config.env_state_layout] == [[5, 1], [5, 1], [5, 1], [3, 1]]
-    assert policy.prefix_length == 1 + 1 + 4
+    assert policy.prefix_length == 16 + 1 + 4
     out = tmp_path / "eval"
     metrics = main(["eval", f"policy={run / 'policy'}", "env=pick-place-lang", "env.instructions=held-out",
                     "episodes=2", "max_steps=12", "launcher=vector", "num_envs=2", "videos=0", f"output_dir={out}",

