@@ -88,6 +88,10 @@ class DemoWindows:
             out["image_size"] = self.arrays["image"].shape[1]
         return out
 
+    def window_starts(self, steps: int) -> torch.Tensor:
+        """Indices of the frames in each episode's first `steps` steps (all of a shorter one)."""
+        return torch.nonzero(torch.arange(len(self)) - self.episode_start < steps)[:, 0]
+
     def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training batch for frames `index` (B,): obs (B, To, ...), action (B, Hz, A), action_is_pad (B, Hz),
         and `instruction` (B strings) when the policy reads it."""

@@ -48,17 +48,35 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between resumable checkpoints
     log_every: int = 25          # steps between TensorBoard / loss-curve points
     seed: int = 0
+    # share of each batch drawn from windows that start in an episode's first
+    # episode_start_steps steps, the rest uniformly from all. Where the instruction alone says
+    # what to do (which cube), those few windows are all that teaches a policy to read it: on
+    # pick-place-lang a vla trained uniformly ignores the colour word (README, Figures)
+    episode_start_share: float = 0.0
+    episode_start_steps: int = 8
 
     def __post_init__(self):
         checks = {"steps": self.steps >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
                   "weight_decay": self.weight_decay >= 0, "warmup_steps": self.warmup_steps >= 0,
                   "ema_decay": 0 <= self.ema_decay < 1, "grad_clip": self.grad_clip > 0,
-                  "checkpoint_every": self.checkpoint_every >= 1, "log_every": self.log_every >= 1}
+                  "checkpoint_every": self.checkpoint_every >= 1, "log_every": self.log_every >= 1,
+                  "episode_start_share": 0 <= self.episode_start_share <= 1,
+                  "episode_start_steps": self.episode_start_steps >= 1}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise RobalignError(f"bad training setting {bad[0]}={getattr(self, bad[0])!r}; allowed: steps, batch_size, "
-                                f"checkpoint_every, log_every >= 1; lr, grad_clip > 0; weight_decay, warmup_steps >= 0; "
-                                f"0 <= ema_decay < 1")
+                                f"checkpoint_every, log_every, episode_start_steps >= 1; lr, grad_clip > 0; "
+                                f"weight_decay, warmup_steps >= 0; 0 <= ema_decay < 1; 0 <= episode_start_share <= 1")
+
+    def sample(self, data: DemoWindows, generator: torch.Generator) -> torch.Tensor:
+        """(batch_size,) window indices: round(batch_size x episode_start_share) of them from
+        episode starts, the rest uniform over all windows."""
+        n_start = round(self.batch_size * self.episode_start_share)
+        uniform = torch.randint(len(data), (self.batch_size - n_start,), generator=generator)
+        if not n_start:
+            return uniform
+        starts = data.window_starts(self.episode_start_steps)
+        return torch.cat([starts[torch.randint(len(starts), (n_start,), generator=generator)], uniform])
 
     def lr_at(self, step: int) -> float:
         warmup = min(self.warmup_steps, self.steps // 10)
@@ -112,7 +130,7 @@ def pretrain(policy_name: str, dataset: str | Path, output_dir: str | Path, trai
     policy.train()
     running = []
     while step < train.steps:
-        index = torch.randint(len(data), (train.batch_size,), generator=generator)
+        index = train.sample(data, generator)
         batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in data.batch(index).items()}
         for group in optimizer.param_groups:
             group["lr"] = train.lr_at(step)

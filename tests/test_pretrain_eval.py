@@ -111,6 +111,24 @@ def test_resume_after_kill_matches_an_uninterrupted_run(demos, tmp_path):
         main(pretrain_args(demos, killed, 40, "resume=true", "train.lr=0.01"))
 
 
+def test_episode_start_share_draws_that_share_from_episode_starts(demos):
+    from robalign.policies.data import DemoWindows
+    from robalign.policies.training import TrainConfig
+
+    data = DemoWindows(demos, ("state",), 2, 16)
+    offset = torch.arange(len(data)) - data.episode_start  # step within its episode
+    g = torch.Generator().manual_seed(0)
+    mixed = TrainConfig(batch_size=1000, episode_start_share=0.25, episode_start_steps=4).sample(data, g)
+    uniform = TrainConfig(batch_size=1000).sample(data, g)
+    assert (offset[mixed[:250]] < 4).all() and len(mixed) == 1000
+    early_share = float((offset[mixed] < 4).float().mean())
+    uniform_share = float((offset[uniform] < 4).float().mean())
+    expected = 3 * 4 / len(data)  # 3 episodes, their first 4 steps each
+    assert abs(uniform_share - expected) < 0.03 and abs(early_share - (0.25 + 0.75 * expected)) < 0.04
+    with pytest.raises(RobalignError, match="bad training setting episode_start_share=1.5"):
+        TrainConfig(episode_start_share=1.5)
+
+
 def test_bad_pretrain_and_eval_requests_leave_nothing(demos, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(RobalignError, match="holds reach-around demos, but env=mug-grasp"):
