@@ -134,6 +134,8 @@ class Policy(nn.Module):
 
     name: ClassVar[str]
     config_class: ClassVar[type]
+    # pretrain's train.episode_start_share when the run leaves it null (policies/training.py)
+    episode_start_share: ClassVar[float] = 0.0
 
     def __init__(self, config, stats: dict[str, dict[str, torch.Tensor]]):
         super().__init__()

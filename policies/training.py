@@ -51,8 +51,9 @@ class TrainConfig:
     # share of each batch drawn from windows that start in an episode's first
     # episode_start_steps steps, the rest uniformly from all. Where the instruction alone says
     # what to do (which cube), those few windows are all that teaches a policy to read it: on
-    # pick-place-lang a vla trained uniformly ignores the colour word (README, Figures)
-    episode_start_share: float = 0.0
+    # pick-place-lang a vla trained uniformly ignores the colour word (README, Figures).
+    # None: the policy's own default (Policy.episode_start_share: vla 0.5, the others 0)
+    episode_start_share: float | None = None
     episode_start_steps: int = 8
 
     def __post_init__(self):
@@ -60,18 +61,18 @@ class TrainConfig:
                   "weight_decay": self.weight_decay >= 0, "warmup_steps": self.warmup_steps >= 0,
                   "ema_decay": 0 <= self.ema_decay < 1, "grad_clip": self.grad_clip > 0,
                   "checkpoint_every": self.checkpoint_every >= 1, "log_every": self.log_every >= 1,
-                  "episode_start_share": 0 <= self.episode_start_share <= 1,
+                  "episode_start_share": self.episode_start_share is None or 0 <= self.episode_start_share <= 1,
                   "episode_start_steps": self.episode_start_steps >= 1}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise RobalignError(f"bad training setting {bad[0]}={getattr(self, bad[0])!r}; allowed: steps, batch_size, "
                                 f"checkpoint_every, log_every, episode_start_steps >= 1; lr, grad_clip > 0; "
-                                f"weight_decay, warmup_steps >= 0; 0 <= ema_decay < 1; 0 <= episode_start_share <= 1")
+                                f"weight_decay, warmup_steps >= 0; 0 <= ema_decay < 1; 0 <= episode_start_share <= 1 (or null)")
 
     def sample(self, data: DemoWindows, generator: torch.Generator) -> torch.Tensor:
         """(batch_size,) window indices: round(batch_size x episode_start_share) of them from
         episode starts, the rest uniform over all windows."""
-        n_start = round(self.batch_size * self.episode_start_share)
+        n_start = round(self.batch_size * (self.episode_start_share or 0.0))
         uniform = torch.randint(len(data), (self.batch_size - n_start,), generator=generator)
         if not n_start:
             return uniform
@@ -103,6 +104,8 @@ def pretrain(policy_name: str, dataset: str | Path, output_dir: str | Path, trai
     out = Path(output_dir)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     cls = policy_class(policy_name)
+    if train.episode_start_share is None:
+        train = dataclasses.replace(train, episode_start_share=cls.episode_start_share)
     probe = config_from_dict(cls.config_class, dict(policy_overrides or {}), f"{policy_name} policy config")
     data = DemoWindows(dataset, cls.input_keys(probe), probe.n_obs_steps, cls.window_horizon(probe), max_episodes)
     torch.manual_seed(train.seed)  # the initial weights depend on the seed alone

@@ -65,6 +65,8 @@ def test_pretrain_then_eval(demos, tmp_path):
     assert history[-1]["loss"] < history[0]["loss"]
     assert any(p.stat().st_size > 0 for p in (run / "tensorboard").iterdir())
     assert (run / "loss.png").stat().st_size > 0 and (run / "config.yaml").is_file()
+    saved = json.loads((run / "checkpoints" / "last" / "train_state.json").read_text())["train"]
+    assert saved["episode_start_share"] == 0.0  # null in the config: diffusion's own default
 
     vector = main(["eval", f"policy={policy_dir}", "episodes=3", "max_steps=20", "videos=1", "launcher=vector",
                    f"output_dir={tmp_path / 'ev'}", "progress=false"])

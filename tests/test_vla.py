@@ -274,6 +274,8 @@ def test_pretrain_and_eval_on_pick_place_lang(tmp_path):
           "policy.config.n_layers=1", "policy.config.n_heads=2"])
     policy = load_policy(run / "policy")
     assert policy.name == "vla" and policy.config.env_state_dim == 18
+    saved = json.loads((run / "checkpoints" / "last" / "train_state.json").read_text())["train"]
+    assert saved["episode_start_share"] == 0.5  # null in the config: the vla's own default
     # the demos' task declares its objects: three cubes (xyz, sin and cos of 4 yaw) and the bowl
     assert [list(o) for o in policy.config.env_state_layout] == [[5, 1], [5, 1], [5, 1], [3, 1]]
     assert policy.prefix_length == 16 + 1 + 4

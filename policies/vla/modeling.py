@@ -65,6 +65,10 @@ def _vision_backbone():
 @register_policy("vla")
 class VLAPolicy(Policy):
     config_class = VLAPolicyConfig
+    # half of each pretraining batch from episodes' first 8 steps: trained uniformly on 1000
+    # pick-place-lang demos, a vla ignored the colour word (first move to the named cube 32%,
+    # chance); at 0.5 it heads there 78% of the time by step 3000 (README, Figures)
+    episode_start_share = 0.5
 
     def __init__(self, config: VLAPolicyConfig, stats):
         super().__init__(config, stats)
