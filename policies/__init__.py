@@ -58,7 +58,8 @@ def load_policy(directory: str | Path, device: str | None = None, overrides: dic
     the network's shape fails the strict weight load."""
     name, raw, weights, stats = read_checkpoint(directory)
     cls = policy_class(name)
-    config = config_from_dict(cls.config_class, {**raw, **(overrides or {})}, f"{directory}/config.json")
+    config = config_from_dict(cls.config_class, {**cls.saved_config(raw), **(overrides or {})},
+                              f"{directory}/config.json")
     policy = cls(config, stats)
     load_weights(policy, weights, str(directory))
     policy.eval()

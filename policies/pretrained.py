@@ -137,6 +137,11 @@ class Policy(nn.Module):
     # pretrain's train.episode_start_share when the run leaves it null (policies/training.py)
     episode_start_share: ClassVar[float] = 0.0
 
+    @classmethod
+    def saved_config(cls, raw: dict) -> dict:
+        """A checkpoint's config as saved -> as this version reads it (fields added since)."""
+        return raw
+
     def __init__(self, config, stats: dict[str, dict[str, torch.Tensor]]):
         super().__init__()
         if "environment_state" in self.input_keys(config) and config.env_state_dim <= 0:

@@ -202,6 +202,20 @@ def test_checkpoint_round_trip_leaves_frozen_encoders_out(tmp_path):
     assert json.loads((tmp_path / "p" / "config.json").read_text())["config"]["text_encoder"] == "all-MiniLM-L6-v2"
 
 
+def test_a_checkpoint_from_before_instruction_tokens_loads_as_one_sentence_token(tmp_path):
+    policy = tiny(instruction_tokens=0)
+    policy.save_pretrained(tmp_path / "p")
+    config = tmp_path / "p" / "config.json"
+    saved = json.loads(config.read_text())
+    del saved["config"]["instruction_tokens"]  # as written before the field existed
+    config.write_text(json.dumps(saved))
+    loaded = load_policy(tmp_path / "p")
+    assert loaded.config.instruction_tokens == 0 and loaded.prefix_length == 1 + 1 + 1
+    o, a = obs(), torch.rand(2, 2, A) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.log_prob(o, a), policy.log_prob(o, a))
+
+
 def test_object_tokens_read_each_object_relative_to_the_gripper(tmp_path):
     """With env_state_layout, each object is its own token carrying its xyz minus the
     gripper's: with the absolute-value weights zeroed, moving the gripper and every object

@@ -70,6 +70,11 @@ class VLAPolicy(Policy):
     # chance); at 0.5 it heads there 78% of the time by step 3000 (README, Figures)
     episode_start_share = 0.5
 
+    @classmethod
+    def saved_config(cls, raw: dict) -> dict:
+        # a checkpoint saved before instruction_tokens existed read one sentence token
+        return {"instruction_tokens": 0, **raw}
+
     def __init__(self, config: VLAPolicyConfig, stats):
         super().__init__(config, stats)
         c, d = config, config.d_model
