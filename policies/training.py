@@ -69,14 +69,14 @@ class TrainConfig:
                                 f"checkpoint_every, log_every, episode_start_steps >= 1; lr, grad_clip > 0; "
                                 f"weight_decay, warmup_steps >= 0; 0 <= ema_decay < 1; 0 <= episode_start_share <= 1 (or null)")
 
-    def sample(self, data: DemoWindows, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, n_windows: int, starts: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """(batch_size,) window indices: round(batch_size x episode_start_share) of them from
-        episode starts, the rest uniform over all windows."""
+        `starts` (DemoWindows.window_starts(episode_start_steps)), the rest uniform over all
+        n_windows."""
         n_start = round(self.batch_size * (self.episode_start_share or 0.0))
-        uniform = torch.randint(len(data), (self.batch_size - n_start,), generator=generator)
+        uniform = torch.randint(n_windows, (self.batch_size - n_start,), generator=generator)
         if not n_start:
             return uniform
-        starts = data.window_starts(self.episode_start_steps)
         return torch.cat([starts[torch.randint(len(starts), (n_start,), generator=generator)], uniform])
 
     def lr_at(self, step: int) -> float:
@@ -132,8 +132,9 @@ def pretrain(policy_name: str, dataset: str | Path, output_dir: str | Path, trai
                disable=not (progress and accelerator.is_main_process))
     policy.train()
     running = []
+    starts = data.window_starts(train.episode_start_steps)  # once: the sampler draws from it every step
     while step < train.steps:
-        index = train.sample(data, generator)
+        index = train.sample(len(data), starts, generator)
         batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in data.batch(index).items()}
         for group in optimizer.param_groups:
             group["lr"] = train.lr_at(step)

@@ -120,8 +120,9 @@ def test_episode_start_share_draws_that_share_from_episode_starts(demos):
     data = DemoWindows(demos, ("state",), 2, 16)
     offset = torch.arange(len(data)) - data.episode_start  # step within its episode
     g = torch.Generator().manual_seed(0)
-    mixed = TrainConfig(batch_size=1000, episode_start_share=0.25, episode_start_steps=4).sample(data, g)
-    uniform = TrainConfig(batch_size=1000).sample(data, g)
+    mixed = TrainConfig(batch_size=1000, episode_start_share=0.25, episode_start_steps=4).sample(
+        len(data), data.window_starts(4), g)
+    uniform = TrainConfig(batch_size=1000).sample(len(data), data.window_starts(8), g)
     assert (offset[mixed[:250]] < 4).all() and len(mixed) == 1000
     early_share = float((offset[mixed] < 4).float().mean())
     uniform_share = float((offset[uniform] < 4).float().mean())
