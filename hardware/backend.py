@@ -359,8 +359,12 @@ class LocalBackend(RobotBackend):
                 return
             if self._state in (STREAMING, HOLDING):
                 self.stop("closed")
-            self._close()
             self._connected = False
+        # Outside the lock: _close joins the control thread, which may be waiting for the lock
+        # to finish its cycle (a reflex that arrived as we stopped saves its episode there).
+        # Joined under the lock it timed out after 5 s and died with the process mid-save,
+        # leaving a half-written episode directory.
+        self._close()
 
     def tracking_error(self) -> dict:
         """Joint tracking error (rad) over the controller log since the last episode saved."""

@@ -74,6 +74,22 @@ def stream(robot, q_of_t, seconds: float, every: float = 0.05) -> None:
         robot.wait(every)
 
 
+def wait_until(robot, condition, timeout: float, every: float = 0.02) -> bool:
+    """Poll `condition()` every `every` s of backend time until it holds or `timeout` passes.
+
+    What the suite checks is the order of what happens, not when this thread sees it: on 2
+    busy cores the test thread and a starved control loop each wake 0.1-0.2 s late (CI saw
+    both), so a fixed sleep followed by an assertion flakes. Timing is measured in
+    benchmarks/hardware_latency.py instead."""
+    waited = 0.0
+    while not condition():
+        if waited >= timeout:
+            return False
+        robot.wait(every)
+        waited += every
+    return True
+
+
 def episodes_saved(episodes: Path) -> list[dict]:
     return [json.loads((d / "meta.json").read_text()) for d in sorted(episodes.glob("[0-9][0-9][0-9]"))]
 
@@ -136,21 +152,20 @@ def test_watchdog_holds_then_stops_and_saves_the_episode(robot):
     robot, episodes = robot
     q0 = robot.read_state().q.copy()
     robot.submit(TimedTarget(robot.clock() + 0.1, q0))
-    # checked well inside the 0.3 s silence: on a loaded 2-core machine the test thread can wake
-    # 0.1 s late (CI once saw HOLDING after a 0.2 s wait against the libfranka simulator)
-    robot.wait(0.1)
-    assert robot.state == STREAMING
-    robot.wait(0.35)  # 0.45 s since the last command > 3 periods
-    assert robot.state == HOLDING
+    # (a remote arm's state reaches the workstation within one state period)
+    assert wait_until(robot, lambda: robot.state != IDLE, 0.25)
+    assert robot.state == STREAMING  # seen well inside the 0.3 s silence
+    assert wait_until(robot, lambda: robot.state == HOLDING, 3.0), robot.state
     robot.submit(TimedTarget(robot.clock() + 0.1, q0))  # a fresh command resumes
-    robot.wait(0.02)  # (a remote arm's state reaches the workstation within one state period)
+    assert wait_until(robot, lambda: robot.state != HOLDING, 0.25)
     assert robot.state == STREAMING
-    robot.wait(1.6)  # 0.3 s to HOLD + 1.0 s hold timeout, with margin
-    assert robot.state == IDLE
+    # 0.3 s to HOLD + 1.0 s hold timeout; the episode is written just after the state turns IDLE
+    assert wait_until(robot, lambda: robot.state == IDLE and episodes_saved(episodes), 6.0), robot.state
     meta = episodes_saved(episodes)[-1]
     assert meta["reason"].startswith("watchdog") and not meta["flagged"]
     events = [e["event"] for e in meta["events"]]
     assert events[-1] == "stop" and events.count("hold") == 2
+    assert all(e["reason"].startswith("watchdog") for e in meta["events"] if e["event"] == "hold")
 
 
 def test_repeated_violations_fault_until_recover(robot):
@@ -211,7 +226,19 @@ def test_a_new_chunk_replaces_the_queued_plan(robot):
     now = robot.clock()
     back = robot.submit([TimedTarget(now + 0.1 * (k + 1), q0) for k in range(8)])  # starts before the first ends
     assert len(back) == 8
-    for _ in range(6):  # keep the stream alive on the second plan's last target
+    # Keep the stream alive on the second plan's last target until the reference settles (a
+    # control loop starved of CPU runs fewer cycles than the clock says: CI saw it 6 mm short
+    # of q0 after 0.9 s), and record how far it ever went.
+    furthest, settled = 0.0, False
+    for _ in range(40):
         robot.wait(0.15)
         robot.submit(TimedTarget(robot.clock() + 0.1, q0))
-    np.testing.assert_allclose(robot.read_state().q_ref, q0, atol=2e-3)  # not `away`: the second plan won
+        q_ref = robot.read_state().q_ref
+        furthest = max(furthest, float(np.abs(q_ref - q0).max()))
+        if np.allclose(q_ref, q0, atol=2e-3):
+            settled = True
+            break
+    # Had the first plan won the reference would have reached `away` (0.1 rad); by the time the
+    # second plan came the first had asked for at most 0.0375 rad.
+    assert furthest < 0.06, furthest
+    assert settled, robot.read_state().q_ref - q0

@@ -72,7 +72,8 @@ def test_a_stalled_stream_faults_with_the_real_reflex_and_recovers(backend, tmp_
     assert "communication_constraints_violation" in outcome["fault"]
     assert outcome["submit_in_fault"] == "BackendFault"
     assert outcome["state_after_recover"] == "IDLE" and outcome["state_after_restream"] == "STREAMING"
-    flagged = [json.loads((d / "meta.json").read_text()) for d in sorted(episodes.iterdir())]
+    flagged = [json.loads((d / "meta.json").read_text()) for d in sorted(episodes.glob("[0-9][0-9][0-9]"))]
     faulted = [m for m in flagged if m["flagged"]]
+    assert not list(episodes.glob(".*.partial")), "an episode was left half-written"
     assert len(faulted) == 1 and "communication_constraints_violation" in faulted[0]["reason"]
     assert faulted[0]["cycles"] > 100  # the controller log up to the fault is kept
