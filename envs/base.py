@@ -22,7 +22,7 @@ from gymnasium import spaces
 
 from robalign.errors import RobalignError, UnknownNameError
 
-from .scene import CONTROL_HZ, TABLE_TOP_Z, Camera, TaskScene
+from .scene import CONTROL_HZ, TABLE_TOP_Z, Camera, TaskScene, robot_meshes
 
 STATE_SIZE = 16
 ACTION_SIZE = 7
@@ -44,6 +44,10 @@ class FrankaTaskEnv(gym.Env):
         wrist_camera: also render the eye-in-hand camera as "wrist_image".
         max_steps: episode length limit (truncation); default per task.
         render_mode: None or "rgb_array" (render() returns a 256 px agentview frame).
+
+    Cameras draw the robot as $ROBALIGN_ROBOT_MESHES says (robalign.envs.scene): its
+    collision hulls by default (3.8x faster software rendering), `visual` for robosuite's
+    full meshes. Every recorded trajectory names the look in its provenance.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
@@ -88,6 +92,7 @@ class FrankaTaskEnv(gym.Env):
         self.distractors, self.camera, self.image_size = bool(distractors), bool(camera), image_size
         self.wrist_camera, self.render_mode = bool(wrist_camera), render_mode
         self.max_steps = max_steps or self.default_max_steps
+        self.robot_meshes = robot_meshes()  # how cameras draw the robot ($ROBALIGN_ROBOT_MESHES)
         TaskScene(self, distractors=self.distractors)  # sets self.scene and calls on_model_loaded
         self._cameras: dict[str, Camera] = {}
         self._robot = self.scene.robots[0]

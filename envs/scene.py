@@ -14,6 +14,7 @@ import functools
 import importlib
 import importlib.util
 import logging
+import os
 import weakref
 
 # robosuite logs a page of warnings on import (private macros file, optional robots) and
@@ -28,10 +29,22 @@ from robosuite.models.arenas import TableArena
 from robosuite.models.objects import BallObject, BoxObject, CylinderObject
 from robosuite.models.tasks import ManipulationTask
 
+from robalign.errors import UnknownNameError
+
 TABLE_SIZE = (0.8, 0.8, 0.05)
 TABLE_TOP_Z = 0.8
 CONTROL_HZ = 20
 CAMERA = "agentview"
+# How cameras draw the robot (arm, gripper and mount), chosen per machine like MUJOCO_GL:
+#   collision  its collision hulls, 15k faces: 96 px frames in 6.5 ms on Mesa llvmpipe
+#   visual     robosuite's visual meshes, 168k faces: 25 ms there; cheap on a GPU
+# Both are physically the same scene; only pixels differ, so a reward or an image policy
+# must be used with the look it was trained on (trajectories record it in provenance).
+ROBOT_MESHES_VAR = "ROBALIGN_ROBOT_MESHES"
+ROBOT_MESHES = ("collision", "visual")
+HULL_RGBA = np.array([0.88, 0.88, 0.88, 1.0])  # the Panda's white
+MOUNT_RGBA = np.array([0.2, 0.2, 0.2, 1.0])
+HIDDEN_GROUP = 3  # geom group no camera draws (cameras draw groups 1 and 2; 0 holds collision geoms)
 # Distractors stand at the table's far corners, out of every expert's path, and are
 # visual only, so they change what a camera sees and nothing the arm feels.
 DISTRACTOR_SPOTS = np.array([[0.27, 0.17], [0.27, -0.17], [-0.15, -0.21]])
@@ -77,6 +90,9 @@ class TaskScene(ManipulationEnv):
     def _setup_references(self):
         super()._setup_references()
         m = self.sim.model._model
+        if getattr(self, "_looked", None) is not m:  # robosuite re-runs this every reset; the model stays
+            _set_robot_look(m, self.robots[0].robot_model.root_body, self._task.robot_meshes)
+            self._looked = m
         self.table_geom_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "table_visual")
         self.camera_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, CAMERA)
         if not hasattr(self, "camera_home"):  # robosuite re-runs this every reset; keep the first
@@ -133,6 +149,35 @@ class TaskScene(ManipulationEnv):
         return self._task.is_success()
 
 
+def robot_meshes() -> str:
+    """How cameras draw the robot on this machine: $ROBALIGN_ROBOT_MESHES, `collision` by default."""
+    look = os.environ.get(ROBOT_MESHES_VAR, "collision").strip() or "collision"
+    if look not in ROBOT_MESHES:
+        raise UnknownNameError(f"{ROBOT_MESHES_VAR} (how cameras draw the robot)", look, list(ROBOT_MESHES))
+    return look
+
+
+def _set_robot_look(m: mujoco.MjModel, robot_root: str, look: str) -> None:
+    """With `collision`, hide the robot's visual meshes and draw its collision geoms instead
+    (in the Panda's colours). Only geom_group and geom_rgba change: nothing physics reads."""
+    if look == "visual":
+        return
+    root = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, robot_root)
+    bodies = {root}
+    for b in range(root + 1, m.nbody):
+        if m.body_parentid[b] in bodies:
+            bodies.add(b)
+    for g in range(m.ngeom):
+        if m.geom_bodyid[g] not in bodies:
+            continue
+        if m.geom_group[g] == 1 and m.geom_type[g] == mujoco.mjtGeom.mjGEOM_MESH:
+            m.geom_group[g] = HIDDEN_GROUP
+        elif m.geom_group[g] == 0:
+            body = mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_BODY, m.geom_bodyid[g]) or ""
+            m.geom_group[g], m.geom_matid[g] = 1, -1
+            m.geom_rgba[g] = MOUNT_RGBA if "mount" in body else HULL_RGBA
+
+
 def _distractor_objects():
     kw = dict(obj_type="visual", joints=None, rgba=[0.5, 0.5, 0.5, 1])
     return [
@@ -179,10 +224,14 @@ class Camera:
         _OPEN_CAMERAS.add(self)
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+        # groups 1 and 2 only: group 0 holds the collision geoms, which MuJoCo's default
+        # option also draws, over the visual meshes (the robot looked green and blue)
+        self._option = mujoco.MjvOption()
+        self._option.geomgroup[:] = [0, 1, 1, 0, 0, 0]
 
     def render(self) -> np.ndarray:
         """(H, W, 3) uint8, row 0 at the top."""
-        self._renderer.update_scene(self._scene.sim.data._data, camera=self._camera)
+        self._renderer.update_scene(self._scene.sim.data._data, camera=self._camera, scene_option=self._option)
         return self._renderer.render()
 
     def close(self) -> None:

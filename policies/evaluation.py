@@ -98,6 +98,7 @@ def run_vector(policy, env_name: str, seeds: list[int], options: dict, num_envs:
     from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 
     import robalign.envs as envs
+    from robalign.envs.scene import robot_meshes
     from robalign.rollout import EpisodeRecorder
 
     make_actor = make_actor or (lambda i, seed: policy.actor(seed))
@@ -129,7 +130,7 @@ def run_vector(policy, env_name: str, seeds: list[int], options: dict, num_envs:
                 results[slot_episode[i]] = recorders[i].finish(
                     bool(info["is_success"][i]), str(obs["instruction"][i]), None,
                     {"env": env_name, "seed": int(slot_seed[i]), "distractors": bool(options.get("distractors")),
-                     "actor": f"policy:{policy.name}"})
+                     "robot_meshes": robot_meshes(), "actor": f"policy:{policy.name}"})
                 if progress is not None:
                     progress.update(1)
                 if queue:

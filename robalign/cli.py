@@ -142,6 +142,7 @@ def run_demos(cfg: DictConfig) -> Path:
             "seeds": [t.provenance["seed"] for t in recorded],
             "perturb": cfg.perturb,
             "camera": cfg.camera,
+            "robot_meshes": recorded[0].provenance["robot_meshes"],  # how its frames drew the robot
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
     previews = f"; previews in {out}/videos" if shown else ""

@@ -9,7 +9,8 @@ is skipped, so rerunning the same command after a kill continues where it stoppe
 alignment resumes from its last round). The report compares the pretrained and the aligned
 policy on the same held-out seeds:
 
-    summary.json  before / after: success_rate, objective_mean, satisfied_share, drift
+    summary.json  before / after: success_rate, objective_mean, satisfied_share, drift;
+                  stage_seconds: each verb's wall time
     report.html   that table, the alignment plot and side-by-side videos (videos/)
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import html
 import json
 import shutil
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -44,13 +46,20 @@ def run_pipeline(cfg: DictConfig) -> dict:
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     env = [f"env={cfg.env.name}", f"env.distractors={str(cfg.env.distractors).lower()}"]
 
+    timings = out / "stage_seconds.json"  # wall time of each verb, kept across a resumed run
+
     def verb(name: str, *overrides: str):
         if cfg.progress:
             print(f"== robalign {name} {' '.join(overrides)}", flush=True)
         verb_cfg = compose(name, list(overrides))
         if "progress" in verb_cfg:
             verb_cfg.progress = bool(cfg.progress)
-        return VERBS[name](verb_cfg)
+        t0 = time.perf_counter()
+        result = VERBS[name](verb_cfg)
+        seconds = json.loads(timings.read_text()) if timings.is_file() else {}
+        seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - t0, 1)
+        timings.write_text(json.dumps(seconds, indent=1))
+        return result
 
     steps = [f"max_steps={cfg.max_steps}"] if cfg.max_steps is not None else []
     demos, pretrain, prefs, reward, align = (out / s for s in ("demos", "pretrain", "prefs", "reward", "align"))
@@ -77,7 +86,8 @@ def run_pipeline(cfg: DictConfig) -> dict:
              f"states={cfg.states}", f"rollouts={cfg.rollouts_per_state}", f"eval_episodes={cfg.eval_episodes}",
              f"output_dir={align}", *steps, *resume)
     metrics = json.loads((align / "metrics.json").read_text())
-    summary = write_report(out, metrics, cfg)
+    stages = json.loads(timings.read_text()) if timings.is_file() else {}
+    summary = write_report(out, metrics, cfg, stages)
     print(f"wrote {out / 'report.html'} and {out / 'summary.json'}")
     return summary
 
@@ -85,13 +95,15 @@ def run_pipeline(cfg: DictConfig) -> dict:
 FIGURES = ("success_rate", "objective_mean", "satisfied_share")
 
 
-def write_report(out: Path, metrics: dict, cfg: DictConfig) -> dict:
-    """summary.json and report.html (with side-by-side videos of the same held-out seeds)."""
+def write_report(out: Path, metrics: dict, cfg: DictConfig, stage_seconds: dict | None = None) -> dict:
+    """summary.json and report.html (with side-by-side videos of the same held-out seeds);
+    `stage_seconds`: each verb's wall time, shown and saved with the figures."""
     summary = {"env": metrics["env"], "objective": metrics["objective"], "method": metrics["method"],
                "scorer": metrics["scorer"], "episodes": metrics["after"]["episodes"]}
     for side in ("before", "after"):
         summary[side] = {k: metrics[side][k] for k in FIGURES}
         summary[side]["drift"] = metrics[side]["drift"]
+    summary["stage_seconds"] = dict(stage_seconds or {})
     videos = _videos(out, metrics, cfg)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     rows = "".join(f"<tr><th>{k.replace('_', ' ')}</th>{''.join(_cell(summary[s][k]) for s in ('before', 'after'))}</tr>"
@@ -111,6 +123,8 @@ td,th{{border:1px solid #ccc;padding:.3em .8em;text-align:right}}th{{text-align:
 <p>{html.escape(summary['method'])} with the {html.escape(summary['scorer'])}; {summary['episodes']} held-out
 episodes before and after (the same seeds).</p>
 <table><tr><th></th><th>before</th><th>after</th></tr>{rows}</table>
+<p>Wall time: {html.escape(', '.join(f'{k} {v / 60:.1f} min' for k, v in summary['stage_seconds'].items()))}
+(total {sum(summary['stage_seconds'].values()) / 60:.1f} min).</p>
 <h2>Rounds</h2><img src="align/alignment.png" alt="alignment rounds">
 <h2>The same seeds, before and after</h2>{clips}
 """

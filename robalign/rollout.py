@@ -86,7 +86,8 @@ def record_episode(
         if terminated or truncated:
             break
     return recorder.finish(info["is_success"], env.instruction, mode,
-                           {"env": env.name, "seed": int(seed), "distractors": env.distractors, **(provenance or {})})
+                           {"env": env.name, "seed": int(seed), "distractors": env.distractors,
+                            "robot_meshes": env.robot_meshes, **(provenance or {})})
 
 
 def expert_episode(env, mode: str, seed: int, video: list | None = None, noise: float = 0.0,

@@ -94,3 +94,46 @@ def test_ot_reward_against_a_demos_dataset(answered_store, tmp_path, capsys):
     assert main(["reward", "method=rapl", f"prefs={answered_store}", f"demos={tmp_path}",
                  f"output_dir={tmp_path / 'x'}", *SMALL]) == 2
     assert "is not a LeRobotDataset" in capsys.readouterr().err
+
+
+def _store_of_looks(root, make_trajectory, looks):
+    """A store whose synthetic videos say how they drew the robot; a person ranked 20 triplets."""
+    import dataclasses
+
+    person, rng = SimulatedAnnotator(score_objective, seed=0), np.random.default_rng(0)
+    with PreferenceStore(root) as store:
+        trajs = {}
+        for i, look in enumerate(looks):
+            t = make_trajectory(i, steps=12)
+            t = dataclasses.replace(t, provenance={**t.provenance, "robot_meshes": look})
+            trajs[store.add_trajectory(t)] = t
+        ids = list(trajs)
+        groups = [[ids[k] for k in rng.choice(len(ids), 3, replace=False)] for _ in range(20)]
+        annotator, _ = store.simulated_annotator("sim-score")
+        for qid, group in zip(store.add_queries(groups), groups):
+            store.record_answer(qid, annotator, "rank", person.rank([trajs[t] for t in group]))
+    return root
+
+
+def test_a_reward_is_used_only_with_the_robot_look_it_learnt_from(tmp_path, make_trajectory, monkeypatch):
+    from robalign.alignment.scorers import ScoringError, make_scorer
+    from robalign.errors import RobalignError
+
+    store, out = _store_of_looks(tmp_path / "store", make_trajectory, ["collision"] * 12), tmp_path / "reward"
+    assert main(["reward", "method=rapl", f"prefs={store}", f"output_dir={out}", *SMALL]) == 0
+    assert json.loads((out / "reward_config.json").read_text())["robot_meshes"] == "collision"
+    scorer = make_scorer("reward", reward=str(out))  # this process draws hulls too (the default)
+    seen = make_trajectory(0, steps=12)
+    seen.provenance["robot_meshes"] = "visual"  # an episode recorded on another machine's setting
+    with pytest.raises(ScoringError, match="ROBALIGN_ROBOT_MESHES=collision.*drawn with visual"):
+        scorer.score([seen])
+    monkeypatch.setenv("ROBALIGN_ROBOT_MESHES", "visual")
+    with pytest.raises(RobalignError, match="set ROBALIGN_ROBOT_MESHES=collision"):
+        make_scorer("reward", reward=str(out))
+
+
+def test_videos_of_two_robot_looks_are_refused(tmp_path, make_trajectory, capsys):
+    store = _store_of_looks(tmp_path / "store", make_trajectory, ["collision"] * 6 + ["visual"] * 6)
+    assert main(["reward", "method=rlhf", f"prefs={store}", f"output_dir={tmp_path / 'reward'}", *SMALL]) != 0
+    assert "draw the robot in different ways (collision, visual" in capsys.readouterr().err
+    assert not (tmp_path / "reward").exists()

@@ -89,14 +89,25 @@ class RewardScorer(Scorer):
     """A learnt reward; visual rewards score the rollouts' agentview frames."""
 
     def __init__(self, path: str):
+        from robalign.envs.scene import robot_meshes
         from robalign.rewards import load_reward
 
         self.model = load_reward(path)
         self.name = f"{self.model.cfg.method} reward {path!r}"
         self.needs_frames = self.model.visual
         self.image_size = self.model.cfg.image_size
+        self.look = self.model.cfg.robot_meshes if self.needs_frames else None
+        if self.look is not None and self.look != robot_meshes():
+            raise RobalignError(f"the reward at {path!r} learnt from frames that draw the robot with "
+                                f"ROBALIGN_ROBOT_MESHES={self.look}, but this process draws it with "
+                                f"{robot_meshes()}; set ROBALIGN_ROBOT_MESHES={self.look} (a reward scores "
+                                f"only pictures like those it learnt from)")
 
     def step_rewards(self, trajectory, score=None):
+        drawn = trajectory.provenance.get("robot_meshes")
+        if self.look is not None and drawn is not None and drawn != self.look:
+            raise ScoringError(f"{self.name} learnt from frames with ROBALIGN_ROBOT_MESHES={self.look}; the "
+                               f"episode with seed {trajectory.provenance.get('seed')} was drawn with {drawn}")
         return _checked(self.name, self.model.reward, trajectory)
 
     def score(self, trajectories, log_likelihoods=None):

@@ -64,6 +64,15 @@ def recorded_env(path: str | Path) -> str | None:
     return OmegaConf.load(recorded).get("env", {}).get("name") if recorded.is_file() else None
 
 
+def recorded_look(path: str | Path) -> str | None:
+    """How the frames of a `robalign demos` run drew the robot ($ROBALIGN_ROBOT_MESHES when it
+    ran, from its summary.json); None when not recorded."""
+    import json
+
+    summary = dataset_root(path).parent / "summary.json"
+    return json.loads(summary.read_text()).get("robot_meshes") if summary.is_file() else None
+
+
 def episode_modes(modes: Sequence[str], n: int) -> list[str]:
     """An even mix: modes in turn, so any prefix of the episodes is as balanced as it can be."""
     return [modes[i % len(modes)] for i in range(n)]

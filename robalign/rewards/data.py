@@ -108,12 +108,27 @@ def demos_from_dataset(path: str | Path, max_episodes: int = 50) -> dict:
             break
         image = (item["observation.image"].numpy().transpose(1, 2, 0) * 255).round().clip(0, 255).astype(np.uint8)
         episodes.setdefault(ep, []).append(image)
+    from robalign.data.demos import recorded_look
+
+    look = recorded_look(root)
     out = {}
     for ep, frames in episodes.items():
         T = len(frames)
         out[f"demo-{ep}"] = Trajectory(state=np.zeros((T, 1), np.float32), action=np.zeros((T, 1), np.float32),
-                                       instruction="", success=True, frames=np.stack(frames))
+                                       instruction="", success=True, frames=np.stack(frames),
+                                       provenance={"robot_meshes": look} if look else {})
     return out
+
+
+def frames_look(trajectories) -> str | None:
+    """The one robot look ($ROBALIGN_ROBOT_MESHES) the trajectories' frames were drawn with;
+    None when none recorded it. Frames of different looks are refused: a reward learnt from
+    both would learn the look."""
+    looks = {t.provenance.get("robot_meshes") for t in trajectories} - {None}
+    if len(looks) > 1:
+        raise RobalignError(f"these videos draw the robot in different ways ({', '.join(sorted(looks))}: "
+                            f"ROBALIGN_ROBOT_MESHES changed between recordings); record them all with one setting")
+    return looks.pop() if looks else None
 
 
 def compute_features(model, trajectories: dict, cache_dir: str | Path | None = None,

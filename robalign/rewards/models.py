@@ -53,6 +53,8 @@ class RewardConfig:
     # "demos" (every implied pair measured against the demos, as the reward is used)
     objective: str | None = None  # the objective the preferences came from (oracle scores with it)
     env: str | None = None
+    robot_meshes: str | None = None  # how the frames it learnt from drew the robot ($ROBALIGN_ROBOT_MESHES);
+    # frames drawn otherwise are refused. None: not recorded
 
 
 def head(cfg: RewardConfig, out: int) -> nn.Module:

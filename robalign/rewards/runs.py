@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 from robalign.errors import RobalignError
-from robalign.rewards.data import check_labels, compute_features, demos_from_dataset, load_videos, preferred_ids
+from robalign.rewards.data import (check_labels, compute_features, demos_from_dataset, frames_look, load_videos,
+                                   preferred_ids)
 from robalign.rewards.models import RewardConfig, fit_to_backbone, load_reward, make_reward
 from robalign.rewards.training import TrainConfig, train_reward
 
@@ -30,17 +31,21 @@ def learn_reward(store, cfg: RewardConfig, train: TrainConfig, output_dir: str |
     check_labels(labels)
     ids = sorted({t for group, _ in labels for t in group})
     demo_names: list[str] = []
+    demo_trajectories = None
     if model.visual:
         trajectories = load_videos(store, ids)
         features = compute_features(model, trajectories, progress=progress)
         if cfg.method in ("rapl", "imagenet-ot"):
             if demos is not None:
-                demo_features = compute_features(model, demos_from_dataset(demos), progress=progress)
+                demo_trajectories = demos_from_dataset(demos)
+                demo_features = compute_features(model, demo_trajectories, progress=progress)
                 demo_names = [f"{demos}:{name}" for name in demo_features]
                 model.demos = list(demo_features.values())
             else:
                 demo_names = preferred_ids(labels, demos_top)
                 model.demos = [features[t] for t in demo_names]
+        seen = list(trajectories.values()) + (list(demo_trajectories.values()) if demo_trajectories else [])
+        model.cfg.robot_meshes = frames_look(seen)
     history = train_reward(model, features, labels, train, progress=progress) if model.trainable else {}
     with atomic_output_dir(output_dir) as tmp:
         if config_text is not None:
