@@ -126,6 +126,7 @@ def run_demos(cfg: DictConfig) -> Path:
         recorded = record_demos(
             tmp, cfg.env.name, cfg.n, modes=modes, seed=cfg.seed, distractors=cfg.env.distractors,
             image_size=cfg.env.image_size, progress=cfg.progress, perturb=cfg.perturb, camera=cfg.camera,
+            num_envs=cfg.num_envs,
         )
         shown: dict[str, int] = {}
         for traj in recorded:
@@ -175,7 +176,7 @@ def run_rollouts(cfg: DictConfig) -> list[str]:
         ids = record_rollouts(store, cfg.env.name, cfg.n, policy=cfg.policy, noise=cfg.noise, drift=cfg.drift,
                               seed=cfg.seed,
                               video=cfg.video, distractors=cfg.env.distractors, image_size=cfg.env.image_size,
-                              progress=cfg.progress, max_steps=cfg.max_steps)
+                              progress=cfg.progress, max_steps=cfg.max_steps, num_envs=cfg.num_envs)
     print(f"registered {len(ids)} {cfg.env.name} rollouts in {cfg.store}")
     return ids
 

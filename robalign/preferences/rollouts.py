@@ -1,32 +1,32 @@
 """Roll a policy out and register every episode in a preference store.
 
-Each episode goes through `robalign.rollout.expert_episode` (and so `record_episode`), the recorder demos and
-evaluation use, so what people compare is exactly what metrics and rewards see.
+Each episode goes through `robalign.rollout.expert_episode` or `record_episode`, the recorder
+demos and evaluation use, so what people compare is exactly what metrics and rewards see;
+`num_envs` worker processes run them (robalign.episode_pool).
 """
 
 from __future__ import annotations
 
-import numpy as np
 from tqdm import tqdm
 
 from robalign.errors import RobalignError, UnknownNameError
 from robalign.preferences.store import PreferenceStore
-from robalign.types import Trajectory
 
 
 def record_rollouts(store: PreferenceStore, env_name: str, n: int, policy: str = "expert", noise: float = 0.0,
                     seed: int = 0, drift: float = 0.0, video: bool = True, distractors: bool = False, image_size: int = 96,
-                    progress: bool = True, max_steps: int | None = None) -> list[str]:
+                    progress: bool = True, max_steps: int | None = None, num_envs: int = 2) -> list[str]:
     """Record `n` episodes of `policy` in `env_name`, register them, return their ids.
 
     `policy`: "expert" (modes take turns), "expert:MODE", or a policy checkpoint directory
     (`robalign pretrain`'s policy/; its sampling noise is seeded by the episode's seed).
     `noise`: std of Gaussian noise added to every expert action; `drift`: std of smooth
     AR(1) noise on the translation, which bends paths (see `robalign.rollout.expert_episode`);
-    both for more varied expert behaviour.
+    both for more varied expert behaviour. `num_envs` processes run the episodes
+    (robalign.episode_pool) while this one stores them; the episodes are the same for any number.
     """
     import robalign.envs as envs
-    from robalign.rollout import expert_episode, record_episode
+    from robalign.episode_pool import EpisodePool
 
     if not isinstance(n, int) or n <= 0:
         raise RobalignError(f"n must be an int > 0; got {n!r}")
@@ -49,28 +49,27 @@ def record_rollouts(store: PreferenceStore, env_name: str, n: int, policy: str =
     elif not isinstance(policy, str):
         raise RobalignError(f"policy must be `expert`, `expert:MODE` or a policy checkpoint directory; got {policy!r}")
     reads_image = learnt is not None and "image" in learnt.input_shapes()
-    env = envs.make(env_name, distractors=distractors, camera=reads_image,
-                    image_size=int(learnt.input_shapes()["image"][0]) if reads_image else image_size,
-                    render_mode="rgb_array" if video else None, max_steps=max_steps)
+    env_cls = envs.env_class(env_name)
+    modes = list(env_cls.modes)
+    _, _, only = policy.partition(":") if learnt is None else ("", "", "")
+    if only:
+        if only not in modes:
+            raise UnknownNameError(f"mode of {env_name}", only, modes)
+        modes = [only]
+    options = dict(distractors=distractors, camera=reads_image,
+                   image_size=int(learnt.input_shapes()["image"][0]) if reads_image else image_size,
+                   render_mode="rgb_array" if video else None, max_steps=max_steps)
     ids: list[str] = []
-    try:
-        modes = list(env.modes)
-        _, _, only = policy.partition(":") if learnt is None else ("", "", "")
-        if only:
-            if only not in modes:
-                raise UnknownNameError(f"mode of {env.name}", only, modes)
-            modes = [only]
-        for i in tqdm(range(n), desc=f"rollouts {env_name}", unit="episode", disable=not progress):
-            frames: list | None = [] if video else None
+    with EpisodePool(env_name, options, workers=num_envs, policy_dir=policy if learnt else None,
+                     episodes=n) as pool:
+        if learnt is not None:
+            jobs = [pool.policy_job(seed + i, video=video) for i in range(n)]
+        else:
+            jobs = [pool.expert_job(modes[i % len(modes)], seed + i, noise=noise, drift=drift, video=video)
+                    for i in range(n)]
+        for traj in tqdm(pool.ordered(jobs), total=n, desc=f"rollouts {env_name}", unit="episode",
+                         disable=not progress):
             if learnt is not None:
-                traj = record_episode(env, learnt.actor(seed + i).act, seed + i, video=frames,
-                                      provenance={"actor": f"policy:{learnt.name}", "policy": str(policy)})
-            else:
-                traj = expert_episode(env, modes[i % len(modes)], seed + i, video=frames, noise=noise, drift=drift)
-            if frames:
-                # render() runs before each action and once after the last: drop the final frame
-                traj = Trajectory(**{**traj.__dict__, "frames": np.stack(frames[: len(traj)])})
+                traj.provenance["policy"] = str(policy)
             ids.append(store.add_trajectory(traj))
-    finally:
-        env.close()
     return ids
