@@ -8,9 +8,11 @@ robosuite's 25 controller substeps per 20 Hz step dominate the cost.
 """
 
 import argparse
+import os
 import time
 
 import robalign.envs as envs  # first: it selects MuJoCo's EGL backend before mujoco loads
+from robalign.envs.scene import _load_triton_before_egl
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
@@ -47,14 +49,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args()
+    _load_triton_before_egl()  # Lift's EGL context comes first here; triton after it segfaults
     rows = {}
     for camera in (False, True):
         lift = bare_lift(camera)
         rows.setdefault("robosuite Lift (bare)", {})[camera] = steps_per_second(lift.step, lift.reset, args.steps)
         lift.close()
-        for name in envs.available():
+        # each task with the robot drawn from its hulls (the default), then reach-around from
+        # robosuite's visual meshes, as Lift draws it (ROBALIGN_ROBOT_MESHES is read per env)
+        for name, look in [(n, "collision") for n in envs.available()] + [("reach-around", "visual")]:
+            os.environ["ROBALIGN_ROBOT_MESHES"] = look
             env = envs.make(name, camera=camera)
-            rows.setdefault(name, {})[camera] = steps_per_second(env.step, lambda: env.reset(seed=0), args.steps)
+            label = name if look == "collision" else f"{name} (visual meshes)"
+            rows.setdefault(label, {})[camera] = steps_per_second(env.step, lambda: env.reset(seed=0), args.steps)
             env.close()
     base = rows["robosuite Lift (bare)"]
     print("| env | steps/s, no camera | ratio to Lift | steps/s, 96 px camera | ratio to Lift |")

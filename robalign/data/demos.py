@@ -129,10 +129,15 @@ def record_demos(
     same for any number. Returns the recorded trajectories without frames (their seeds
     and modes are in `provenance`).
     """
+    import os
+
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     from robalign.episode_pool import EpisodePool
 
+    # lerobot encodes each episode's video with SVT-AV1, which prints a 19-line banner per
+    # episode at its default log level; warnings and errors still show
+    os.environ.setdefault("SVT_LOG", "2")
     modes = validate_demo_request(env_name, n, modes)
     if not (isinstance(perturb, (int, float)) and 0 <= perturb <= 1):
         raise RobalignError(f"perturb must be a number in [0, 1] (std of the push, in action units); got {perturb!r}")
