@@ -135,9 +135,9 @@ def record_demos(
 
     from robalign.episode_pool import EpisodePool
 
-    # lerobot encodes each episode's video with SVT-AV1, which prints a 19-line banner per
-    # episode at its default log level; warnings and errors still show
-    os.environ.setdefault("SVT_LOG", "2")
+    # lerobot encodes each episode's video with SVT-AV1, which prints a 20-line banner and a
+    # preset note per episode at its default log level; errors still show
+    os.environ.setdefault("SVT_LOG", "1")
     modes = validate_demo_request(env_name, n, modes)
     if not (isinstance(perturb, (int, float)) and 0 <= perturb <= 1):
         raise RobalignError(f"perturb must be a number in [0, 1] (std of the push, in action units); got {perturb!r}")
