@@ -1,7 +1,8 @@
 """Which learned reward agrees with the person? RAPL against its baselines.
 
     MUJOCO_GL=egl .venv/bin/python benchmarks/reward_alignment.py \
-        [--env reach-around] [--distractors] [--budgets 50 150 750] [--seeds 3] [--methods ...]
+        [--env reach-around] [--distractors] [--budgets 50 150 750] [--seeds 3] [--methods ...] \
+        [--frame-size 96] [--image-size 96]
 
 Pools come from benchmarks/reward_data.py (built on first use, minutes per pool). Each
 pool is split once into train trajectories and 40 held-out trajectories. For each seed,
@@ -25,6 +26,7 @@ import torch
 import robalign.envs as envs  # noqa: F401  (before anything imports mujoco)
 from robalign.annotators import SimulatedAnnotator
 from robalign.envs import get_objective
+from robalign.envs.scene import robot_meshes
 from robalign.preferences.store import PreferenceStore
 from robalign.rewards.data import compute_features, preferred_ids
 from robalign.rewards.evaluation import evaluate, plot_curve
@@ -82,16 +84,18 @@ def main() -> None:
     parser.add_argument("--embed", type=int, default=32)
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: two benchmarks share 2 cores)")
+    parser.add_argument("--frame-size", type=int, default=96, help="the pool's agentview side, pixels")
+    parser.add_argument("--image-size", type=int, default=96, help="frames are resized to this for the encoder")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     objective_name, rationality = TASKS[args.env]
     objective = get_objective(objective_name)
     scene = "distractors" if args.distractors else "clean"
-    root = build_pool(args.env, args.distractors, args.pool)
+    root = build_pool(args.env, args.distractors, args.pool, args.frame_size)
     base = fit_to_backbone(RewardConfig(method="rapl", objective=objective_name, env=args.env,
                                         relative=bool(args.relative), hidden_dim=args.hidden, embed_dim=args.embed,
-                                        features=args.features, anchor=args.anchor))
+                                        features=args.features, anchor=args.anchor, image_size=args.image_size))
     with PreferenceStore(root, create=False) as store:
         ids = sorted(store.trajectory_ids())[: args.pool]
         trajs = {t: store.load_trajectory(t, frames=True) for t in ids}
@@ -144,7 +148,7 @@ def main() -> None:
                   f"{cell(method, n, 'accuracy')} |")
     out = HERE / ".cache" / "reward-results"
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{args.env}-{scene}-{args.features}-{args.anchor}"
+    stem = f"{args.env}-{scene}-{args.features}-{args.anchor}-{args.frame_size}px-in{args.image_size}-{robot_meshes()}"
     (out / f"{stem}.json").write_text(json.dumps({m: {str(n): r for n, r in v.items()} for m, v in results.items()},
                                                  indent=1))
     curves = {m: {n: [r["spearman_traj"] for r in v[n]] for n in v} for m, v in results.items()}

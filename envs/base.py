@@ -22,7 +22,7 @@ from gymnasium import spaces
 
 from robalign.errors import RobalignError, UnknownNameError
 
-from .scene import CONTROL_HZ, TABLE_TOP_Z, Camera, TaskScene, robot_meshes
+from .scene import CONTROL_HZ, TABLE_TOP_Z, Camera, TaskScene, geoms_under, robot_meshes
 
 STATE_SIZE = 16
 ACTION_SIZE = 7
@@ -100,7 +100,7 @@ class FrankaTaskEnv(gym.Env):
         self._eef_site = self._robot.eef_site_id["right"]
         self._gripper_qpos = np.array(self._robot._ref_gripper_joint_pos_indexes["right"])
         self._arm_qpos = np.array(self._robot._ref_joint_pos_indexes)
-        self._gripper_geoms = _geoms_of(m, self._robot.gripper["right"].root_body)
+        self._gripper_geoms = geoms_under(m, self._robot.gripper["right"].root_body)
 
         obs = {
             "state": spaces.Box(-np.inf, np.inf, (STATE_SIZE,), np.float32),
@@ -243,7 +243,7 @@ class FrankaTaskEnv(gym.Env):
 
     def geoms_of(self, body_name: str, collision_only: bool = False) -> list[int]:
         """Geom ids in the subtree under `body_name`; `collision_only` drops visual-only ones."""
-        geoms = _geoms_of(self.model, body_name)
+        geoms = geoms_under(self.model, body_name)
         if collision_only:
             geoms = [g for g in geoms if self.model.geom_contype[g] or self.model.geom_conaffinity[g]]
         return geoms
@@ -277,15 +277,3 @@ class FrankaTaskEnv(gym.Env):
 
     def _info(self) -> dict:
         return {"is_success": bool(self.is_success()), "privileged": self.privileged(), "step": self.steps}
-
-
-def _geoms_of(model: mujoco.MjModel, root_body: str) -> list[int]:
-    """Every geom in the subtree under `root_body`."""
-    root = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, root_body)
-    if root < 0:
-        raise KeyError(f"no body named {root_body!r}")
-    bodies = {root}
-    for b in range(root + 1, model.nbody):
-        if model.body_parentid[b] in bodies:
-            bodies.add(b)
-    return [g for g in range(model.ngeom) if model.geom_bodyid[g] in bodies]

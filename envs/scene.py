@@ -157,19 +157,24 @@ def robot_meshes() -> str:
     return look
 
 
+def geoms_under(model: mujoco.MjModel, root_body: str) -> list[int]:
+    """Every geom in the subtree under `root_body`."""
+    root = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, root_body)
+    if root < 0:
+        raise KeyError(f"no body named {root_body!r}")
+    bodies = {root}
+    for b in range(root + 1, model.nbody):  # MuJoCo numbers a body after its parent
+        if model.body_parentid[b] in bodies:
+            bodies.add(b)
+    return [g for g in range(model.ngeom) if model.geom_bodyid[g] in bodies]
+
+
 def _set_robot_look(m: mujoco.MjModel, robot_root: str, look: str) -> None:
     """With `collision`, hide the robot's visual meshes and draw its collision geoms instead
     (in the Panda's colours). Only geom_group and geom_rgba change: nothing physics reads."""
     if look == "visual":
         return
-    root = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, robot_root)
-    bodies = {root}
-    for b in range(root + 1, m.nbody):
-        if m.body_parentid[b] in bodies:
-            bodies.add(b)
-    for g in range(m.ngeom):
-        if m.geom_bodyid[g] not in bodies:
-            continue
+    for g in geoms_under(m, robot_root):
         if m.geom_group[g] == 1 and m.geom_type[g] == mujoco.mjtGeom.mjGEOM_MESH:
             m.geom_group[g] = HIDDEN_GROUP
         elif m.geom_group[g] == 0:
