@@ -13,7 +13,7 @@ may look at (privileged info), and the plans its scripted expert follows in each
 from __future__ import annotations
 
 import string
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
 import mujoco
@@ -27,6 +27,22 @@ from .scene import CONTROL_HZ, TABLE_TOP_Z, Camera, TaskScene, geoms_under, robo
 STATE_SIZE = 16
 ACTION_SIZE = 7
 INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
+
+
+class SimState(NamedTuple):
+    """A saved moment of one episode (FrankaTaskEnv.save_state): restore it into the same env only."""
+
+    data: mujoco.MjData
+    body_pos: np.ndarray
+    steps: int
+    clock: tuple
+    parts: list
+
+
+def _numeric_fields(obj) -> dict:
+    """Copies of an object's array and number attributes (a controller's goals, a gripper's action)."""
+    return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(obj).items()
+            if isinstance(v, (np.ndarray, np.generic, float, int, bool))}
 
 
 # train: the wordings demos use; held-out: the task's HELD_OUT_PARAPHRASES only
@@ -257,6 +273,38 @@ class FrankaTaskEnv(gym.Env):
         if body < 0:
             raise KeyError(f"no body named {body_name!r}")
         return body
+
+    # ---- lookahead ------------------------------------------------------------------------
+    def save_state(self) -> "SimState":
+        """Everything the next steps depend on, to try actions and come back (best-of-n's
+        lookahead): MuJoCo's whole mjData (derived quantities too: robosuite observes
+        kinematics one substep stale, so re-deriving them would change the next
+        observation), the moving distractors' poses, robosuite's clock and the numeric state
+        of the arm and gripper controllers (goals, the gripper's current action)."""
+        data = mujoco.MjData(self.model)
+        mujoco.mj_copyData(data, self.model, self.data)
+        return SimState(data, self.model.body_pos.copy(), self.steps,
+                        (self.scene.timestep, self.scene.cur_time, self.scene.done),
+                        [(obj, _numeric_fields(obj)) for obj in self._stateful_parts()])
+
+    def restore_state(self, state: "SimState") -> None:
+        """Return to a `save_state()` of this episode: the next steps equal those taken from it."""
+        mujoco.mj_copyData(self.data, self.model, state.data)
+        np.copyto(self.model.body_pos, state.body_pos)
+        self.steps = state.steps
+        self.scene.timestep, self.scene.cur_time, self.scene.done = state.clock
+        for obj, fields in state.parts:
+            for name, value in fields.items():
+                setattr(obj, name, value.copy() if isinstance(value, np.ndarray) else value)
+
+    def current_info(self) -> dict:
+        """The info dict step() would return for the current state (a lookahead's first step)."""
+        return self._info()
+
+    def _stateful_parts(self) -> list:
+        robot = self.scene.robots[0]
+        return [robot, robot.composite_controller, *robot.composite_controller.part_controllers.values(),
+                *robot.gripper.values()]
 
     def _camera(self, key: str, size: int, camera: str) -> Camera:
         if key not in self._cameras:

@@ -346,7 +346,7 @@ def test_objective_returning_nan_stops_the_run_and_keeps_round_zero(pretrained, 
 
 
 def test_align_refuses_bad_settings(tmp_path):
-    with pytest.raises(RobalignError, match="unknown alignment method 'dpo'; valid choices: diffusion-dpo, dppo, tpo"):
+    with pytest.raises(RobalignError, match="unknown alignment method 'dpo'; valid choices: best-of-n, diffusion-dpo, dppo, tpo"):
         main(["align", "method=dpo", "policy=x"])
     with pytest.raises(RobalignError, match="policy=PATH is required"):
         main(["align", "scorer=objective", "objective=clearance"])
@@ -414,3 +414,49 @@ def test_training_states_never_reach_the_held_out_seeds():
     cfg = AlignConfig(rounds=4, states=8, seed=3)
     seeds = {cfg.train_seed(r, i) for r in range(4) for i in range(8)}
     assert len(seeds) == 32 and max(seeds) < cfg.eval_seed and min(seeds) >= 50000
+
+
+# ---- best-of-n -----------------------------------------------------------------------------
+def mean_eef_height(traj):
+    """A scorer that tells any two different chunks apart."""
+    return float(np.mean(traj.state[:, 2]))
+
+
+@pytest.mark.slow
+def test_best_of_n_runs_the_candidate_whose_lookahead_scored_best(pretrained):
+    """Each chunk's lookahead is what then happens: the executed episode, cut where the
+    chosen chunk ends, scores exactly what the chosen lookahead scored (the simulator is
+    restored after every try), and that is the best of the candidates."""
+    from robalign.alignment.best_of_n import best_of_n_episodes
+    from robalign.policies import load_policy
+
+    policy = load_policy(pretrained / "pt" / "policy")
+    scorer = ObjectiveScorer(mean_eef_height)
+    options = {"distractors": False, "camera": False, "max_steps": 20}
+    (traj,), (choices,) = best_of_n_episodes(policy, "reach-around", [7], [7], options, scorer, n=4)
+    assert len(traj) == 20 and [c["step"] for c in choices] == [0, 4, 8, 12, 16]
+    for c in choices:
+        end = c["step"] + policy.n_action_steps
+        assert c["scores"][c["chosen"]] == max(c["scores"]) and len(set(c["scores"])) == 4
+        assert float(np.mean(traj.state[:end, 2])) == pytest.approx(c["scores"][c["chosen"]], abs=2e-6)
+    assert any(c["chosen"] != 0 for c in choices)
+    with pytest.raises(RobalignError, match="n >= 2"):
+        best_of_n_episodes(policy, "reach-around", [7], [7], options, scorer, n=1)
+
+
+@pytest.mark.slow
+def test_best_of_n_goes_through_the_same_loop_without_rounds(pretrained, tmp_path):
+    def args(out, *extra):  # best-of-n has no updates or batches to set
+        return [a for a in align_args(pretrained, out, "method=best-of-n", *extra) if not a.startswith("method.u")
+                and not a.startswith("method.b") and not a.startswith("objective=clearance")]
+
+    out = tmp_path / "bon"
+    result = main(args(out, "method.n=3", f"objective={__name__}:mean_eef_height", "threshold=1.0"))
+    assert result["rounds"] == [] and not (out / "rounds").exists()
+    assert result["best_of_n"]["n"] == 3 and result["best_of_n"]["chunks"] == 2 * 3  # 2 episodes of 12 steps
+    assert result["best_of_n"]["chosen_minus_mean_score"] > 0
+    # the chosen chunks raise the objective the lookahead ranks by; the weights stay the pretrained ones
+    assert result["after"]["objective_mean"] > result["before"]["objective_mean"]
+    assert result["drift"]["kl_per_step"] == 0.0
+    with pytest.raises(RobalignError, match="method.n=1"):
+        main(args(tmp_path / "bad", "method.n=1", "objective=clearance"))

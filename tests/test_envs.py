@@ -65,6 +65,42 @@ def test_same_seed_same_rollout_and_different_seed_differs(env_name):
     assert not np.allclose(a[2], c[2])
 
 
+def test_restored_state_replays_the_same_steps(env_name):
+    """save_state / restore_state (best-of-n's lookahead): after trying other actions and
+    restoring, the same actions give bit-identical observations, info and termination;
+    the gripper opens and closes across the save, so its controller's state matters."""
+    env = envs.make(env_name, image_size=32, distractors=True, max_steps=40)
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (12, 7)).astype(np.float32)
+    actions[:, 6] = np.where(np.arange(12) % 5 < 2, -1, 1)
+
+    def steps():
+        out = []
+        for a in actions:
+            obs, _, terminated, truncated, info = env.step(a)
+            out.append((obs["state"], obs["environment_state"], obs["image"], info["step"],
+                        info["is_success"], terminated, truncated, repr(info["privileged"])))
+        return out
+
+    try:
+        env.reset(seed=5)
+        for a in rng.uniform(-1, 1, (6, 7)).astype(np.float32):
+            env.step(a)
+        saved = env.save_state()
+        first = steps()
+        env.restore_state(saved)
+        for a in rng.uniform(-1, 1, (9, 7)).astype(np.float32):  # a different lookahead
+            env.step(a)
+        env.restore_state(saved)
+        second = steps()
+    finally:
+        env.close()
+    assert not np.array_equal(first[0][0], first[-1][0])  # the arm moved
+    for a, b in zip(first, second):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+
+
 def test_distractors_change_the_picture_not_the_task(env_name):
     clean = envs.make(env_name, image_size=48)
     noisy = envs.make(env_name, image_size=48, distractors=True)

@@ -18,7 +18,7 @@ Run directory:
     before.json           held-out evaluation of the reference; heldout.safetensors its windows
     rounds/NNN/           policy/ after round NNN and round.json (scores, pairs, loss, seconds)
     policy/               the aligned policy (the last round's)
-    metrics.json          before, after, drift, per-round history
+    metrics.json          before, after, drift, per-round history (best-of-n: no rounds; its choices)
     alignment.png         the rounds' scores and satisfied share, before vs after
 """
 
@@ -144,18 +144,23 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
         save_chunks(held_out[:drift.MAX_WINDOWS], out / "heldout.safetensors")
         (out / "before.json").write_text(json.dumps(before, indent=2))
 
-    history, start = _saved_rounds(out, policy, cfg.rounds)
-    for r in range(start, cfg.rounds):
-        history.append(_round(r, policy, reference, aligner, scorer, truth, threshold, env_name, options, cfg,
-                              demo_windows, out, progress))
-        _plot(before, None, history, out / "alignment.png")
-
-    after, _ = evaluate(policy, "after")
+    extra = {}
+    if aligner.trains:
+        history, start = _saved_rounds(out, policy, cfg.rounds)
+        for r in range(start, cfg.rounds):
+            history.append(_round(r, policy, reference, aligner, scorer, truth, threshold, env_name, options, cfg,
+                                  demo_windows, out, progress))
+            _plot(before, None, history, out / "alignment.png")
+        after, _ = evaluate(policy, "after")
+    else:  # best-of-n: the unchanged policy acts through the method on the same held-out seeds
+        history = []
+        after, extra["best_of_n"] = _evaluate_best_of_n(policy, env_name, scorer, truth, threshold, options, cfg,
+                                                        method.n, out, progress)
     policy.eval()
     result = {
         "env": env_name, "method": method.name, "scorer": scorer.name, "objective": truth.name if truth else None,
         "policy": settings["policy"], "eval_seed": cfg.eval_seed, "before": before, "after": after,
-        "rounds": history,
+        "rounds": history, **extra,
         "drift": {"kl_per_step": drift.kl_per_step(policy, reference, held_out, cfg.seed),
                   "demo_nll": drift.demo_nll(policy, demo_windows, cfg.seed),
                   "demo_nll_reference": drift.demo_nll(reference, demo_windows, cfg.seed)},
@@ -220,6 +225,29 @@ def _collect(policy, env_name, env_seeds, noise, states, options, cfg, sampling,
         return collect(policy, env_name, env_seeds, noise, states, options, cfg.launcher, cfg.num_envs, sampling, bar)
     finally:
         bar.close()
+
+
+def _evaluate_best_of_n(policy, env_name, scorer, truth, threshold, options, cfg, n, out, progress):
+    """after.json's figures for best-of-n on the held-out seeds, and how its choices went:
+    per chunk, the chosen candidate's score against the candidates' mean."""
+    from tqdm.auto import tqdm
+
+    from .best_of_n import best_of_n_episodes
+
+    seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
+    bar = tqdm(total=len(seeds), desc=f"eval after (best of {n})", unit="ep", disable=not progress, leave=False)
+    try:
+        trajectories, choices = best_of_n_episodes(policy, env_name, seeds, seeds, options, scorer, n, bar)
+    except ScoringError as err:
+        raise AlignmentError(f"{err} (in a best-of-{n} lookahead); the run stopped, {out} keeps what was saved") from None
+    finally:
+        bar.close()
+    rollouts = [Rollout(t, [], i) for i, t in enumerate(trajectories)]
+    picks = [c for episode in choices for c in episode]
+    gains = [c["scores"][c["chosen"]] - float(np.mean(c["scores"])) for c in picks]
+    return (_figures(rollouts, env_name, scorer, truth, threshold, out, "after"),
+            {"n": n, "chunks": len(picks), "chosen_minus_mean_score": float(np.mean(gains)) if gains else None,
+             "chosen_share_not_first": float(np.mean([c["chosen"] != 0 for c in picks])) if picks else None})
 
 
 def _anchor(aligner, demo_windows, chosen: list[Rollout], generator):

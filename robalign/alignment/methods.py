@@ -4,7 +4,8 @@
     tpo            GRAPE's trajectory preference optimisation: exact log-probs (token policies)
     diffusion-dpo  Diffusion-DPO: the same loss with the denoising-loss surrogate of log pi
     dppo           DPPO: PPO over env steps x the last denoising steps, KL-penalised to the reference
-(best-of-n, the training-free baseline, is not built yet: see the README.)
+    best-of-n      training-free: N candidate chunks, each tried in the simulator, the best runs
+                   (robalign.alignment.best_of_n; the loop skips its rounds)
 
 Preference loss over chosen w and rejected l trajectories (Rafailov et al.; GRAPE eq. 4):
     -log sigmoid(beta * [(log pi(w) - log pi_ref(w)) - (log pi(l) - log pi_ref(l))])
@@ -38,7 +39,7 @@ ALIGNERS: Registry = Registry("alignment method")
 class MethodConfig:
     """Settings of one alignment method; each method's yaml in configs/align_method/ sets its own."""
 
-    name: str = "diffusion-dpo"   # tpo | diffusion-dpo | dppo
+    name: str = "diffusion-dpo"   # tpo | diffusion-dpo | dppo | best-of-n
     lr: float = 1e-5              # AdamW learning rate (a fresh optimiser each round)
     updates: int = 40             # gradient steps per round (>= 1)
     batch: int = 8                # pairs (preference methods) or chunks x 8 (dppo) per gradient step
@@ -53,18 +54,20 @@ class MethodConfig:
     gamma: float = 0.99           # discount per chunk
     eta: float = 1.0              # DDIM stochasticity of the rollout sampler
     min_std: float = 0.1          # floor of each denoising step's std (model units)
+    # best-of-n
+    n: int = 8                    # candidate chunks sampled and tried per chunk
 
     def __post_init__(self):
         checks = {"lr": self.lr > 0, "updates": self.updates >= 1, "batch": self.batch >= 1, "beta": self.beta > 0,
                   "window": self.window >= 0, "anchor_weight": self.anchor_weight >= 0, "grad_clip": self.grad_clip > 0,
                   "ft_denoising_steps": self.ft_denoising_steps >= 1, "clip_ratio": 0 < self.clip_ratio < 1,
                   "kl_coef": self.kl_coef >= 0, "gamma": 0 < self.gamma <= 1, "eta": 0 < self.eta <= 1,
-                  "min_std": self.min_std > 0}
+                  "min_std": self.min_std > 0, "n": isinstance(self.n, int) and self.n >= 2}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise RobalignError(f"bad alignment setting method.{bad[0]}={getattr(self, bad[0])!r}; allowed: lr, beta, "
                                 f"grad_clip, min_std > 0; window, anchor_weight, kl_coef >= 0; updates, batch, "
-                                f"ft_denoising_steps >= 1; 0 < clip_ratio < 1; 0 < gamma, eta <= 1")
+                                f"ft_denoising_steps >= 1; 0 < clip_ratio < 1; 0 < gamma, eta <= 1; n: an int >= 2")
 
 
 class Aligner:
@@ -72,6 +75,7 @@ class Aligner:
 
     name: ClassVar[str]
     uses_step_rewards: ClassVar[bool] = False  # update() reads each rollout's per-step rewards
+    trains: ClassVar[bool] = True  # False: no rounds; the policy acts through the method instead (best-of-n)
 
     def __init__(self, cfg: MethodConfig):
         self.cfg = cfg
@@ -313,6 +317,18 @@ class DPPO(Aligner):
             obs = stack_obs(rollout.chunks, policy.device)
             chain = torch.stack([c.chain for c in rollout.chunks]).to(policy.device)
             return float(policy.chain_log_prob(obs, chain, self.cfg.eta, self.cfg.min_std).sum())
+
+
+@ALIGNERS.register("best-of-n")
+class BestOfN(Aligner):
+    """Training-free: the loop evaluates the unchanged policy acting through
+    `best_of_n.best_of_n_episodes` (n candidates per chunk, each tried in the simulator)."""
+
+    name = "best-of-n"
+    trains = False
+
+    def update(self, policy, reference, rollouts, pairs, anchor, generator):
+        raise RobalignError("best-of-n does not update the policy")
 
 
 def _draws(policy, samples: torch.Tensor, slots: list[int], generator):

@@ -1,0 +1,99 @@
+"""Best-of-N: the training-free baseline. At every chunk the policy samples N candidate
+chunks; each is tried in the simulator from the current state (save the state, execute the
+chunk, score the episode so far plus that lookahead, restore) and the best one runs.
+
+Our scorers read whole trajectories (a visual reward reads their frames), so a candidate's
+worth is only known from its outcome: that takes a simulator, not the real arm. Best-of-N
+is therefore an upper reference for what a reward can pick out of the policy's own
+samples, not a way to deploy. The policy's weights never change.
+
+Glossary: N candidates per chunk, Ka executed actions per chunk, A action size.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from robalign.errors import RobalignError
+from robalign.policies.pretrained import ChunkActor
+from robalign.rollout import EpisodeRecorder, record_episode
+from robalign.types import Trajectory
+
+
+class BestOfNActor(ChunkActor):
+    """Acts one episode in `env` (which it steps for lookaheads, and leaves as it found it).
+
+    `scorer.score([trajectories])` ranks the N lookahead episodes (the steps so far plus
+    one candidate chunk); ties go to the earliest candidate. `choices` records, per chunk,
+    the candidates' scores and which one ran."""
+
+    def __init__(self, policy, seed: int, env, scorer, n: int, provenance: dict):
+        super().__init__(policy, seed)
+        self.env, self.scorer, self.n, self.provenance = env, scorer, n, provenance
+        self.so_far = EpisodeRecorder()  # the steps taken, as record_episode records them
+        self.choices: list[dict] = []
+
+    def act(self, obs):
+        info = self.env.current_info()  # what record_episode records beside this obs
+        self.obs = obs  # where the lookaheads start
+        action = super().act(obs)
+        self.so_far.add(obs, info, action)
+        return action
+
+    def plan(self, window):
+        batch = {k: (v * self.n if isinstance(v, list) else v.expand(self.n, *v.shape[1:])) for k, v in window.items()}
+        candidates = self.policy.predict_action_chunk(batch, generator=self.generator)  # (N, Ka, A)
+        saved = self.env.save_state()
+        lookaheads = []
+        for chunk in candidates.cpu().numpy():
+            lookaheads.append(self._lookahead(self.obs, chunk))
+            self.env.restore_state(saved)
+        scores = np.asarray(self.scorer.score(lookaheads), dtype=float)
+        best = int(np.argmax(scores))
+        self.choices.append({"step": len(self.so_far.actions), "scores": [round(float(s), 6) for s in scores],
+                             "chosen": best})
+        return candidates[best:best + 1]
+
+    def _lookahead(self, obs: dict, chunk: np.ndarray) -> Trajectory:
+        """The episode so far plus `chunk` executed from the current state (until the episode ends)."""
+        rec = copy.copy(self.so_far)
+        rec.frames, rec.states, rec.env_states = list(rec.frames), list(rec.states), list(rec.env_states)
+        rec.actions, rec.privileged = list(rec.actions), list(rec.privileged)
+        info = self.env.current_info()
+        for action in chunk.astype(np.float32):
+            rec.add(obs, info, action)
+            obs, _, terminated, truncated, info = self.env.step(action)
+            if terminated or truncated:
+                break
+        return rec.finish(info["is_success"], self.env.instruction, None, self.provenance)
+
+
+def best_of_n_episodes(policy, env_name: str, seeds: list[int], noise_seeds: list[int], options: dict, scorer,
+                       n: int, progress=None) -> tuple[list[Trajectory], list[list[dict]]]:
+    """One best-of-N episode per env seed, one after another in this process (the lookahead
+    steps this process's env); returns the trajectories and each one's per-chunk choices."""
+    import robalign.envs as envs
+
+    if n < 2:
+        raise RobalignError(f"best-of-n needs n >= 2 candidates per chunk; got n={n}")
+    if scorer.needs_likelihood:
+        raise RobalignError("best-of-n ranks candidates by their outcome; a scorer that reads the policy's "
+                            "likelihood (grape with grape.likelihood != 0) cannot score a lookahead")
+    env = envs.make(env_name, **options)
+    trajectories, choices = [], []
+    try:
+        for seed, noise in zip(seeds, noise_seeds):
+            provenance = {"env": env.name, "seed": int(seed), "distractors": env.distractors,
+                          "robot_meshes": env.robot_meshes, "actor": f"best-of-{n}:{policy.name}"}
+            actor = BestOfNActor(policy, noise, env, scorer, n, provenance)
+            with torch.no_grad():
+                trajectories.append(record_episode(env, actor.act, seed, provenance={"actor": provenance["actor"]}))
+            choices.append(actor.choices)
+            if progress is not None:
+                progress.update(1)
+    finally:
+        env.close()
+    return trajectories, choices
