@@ -4,6 +4,7 @@ held-out seeds, side by side for each reward.
 
     python benchmarks/alignment.py --policy runs/pt/policy --demos runs/demos --run runs/bench-align \
         --rewards rapl rlhf oracle --objective clearance
+    python benchmarks/alignment.py ... --set method=best-of-n method.n=8 --suffix -best-of-8
 
 Steps (each skipped when its directory already exists, so a killed benchmark continues):
   1. `rollouts` of the pretrained policy into a preference store, `prefs queries` (random
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=40, help="episodes people compare")
     parser.add_argument("--triplets", type=int, default=50, help="triplet queries (x3 preferences)")
     parser.add_argument("--set", nargs="*", default=[], help="extra `robalign align` overrides, e.g. rounds=4")
+    parser.add_argument("--suffix", default="", help="appended to each align-REWARD directory (another method's run)")
     args = parser.parse_args()
     run = Path(args.run)
     store = run / "prefs"
@@ -54,7 +56,7 @@ def main() -> None:
         if not (reward / "reward_config.json").is_file():
             robalign("reward", f"method={method}", f"prefs={store}", f"demos={args.demos}",
                      f"objective={args.objective}", f"output_dir={reward}", "progress=false")
-        out = run / f"align-{method}"
+        out = run / f"align-{method}{args.suffix}"
         if not (out / "metrics.json").is_file():
             t = time.perf_counter()
             resume = ["resume=true"] if (out / "align.json").is_file() else []
@@ -72,6 +74,8 @@ def main() -> None:
               f"{b['satisfied_share']:>6.0%} -> {a['satisfied_share']:<5.0%} "
               f"{b['objective_mean']:>8.4f} -> {a['objective_mean']:<7.4f} {d['kl_per_step']:>8.3f} {nll:>15}")
     for method, m in rows:
+        if "best_of_n" in m:
+            print(method, "best-of-n choices:", m["best_of_n"])
         print(method, "rounds:", [(h["round"], round(h["satisfied_share"] or 0, 2), round(h["success_rate"], 2))
                                   for h in m["rounds"]])
 

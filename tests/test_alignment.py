@@ -445,6 +445,32 @@ def test_best_of_n_runs_the_candidate_whose_lookahead_scored_best(pretrained):
 
 
 @pytest.mark.slow
+def test_best_of_n_lookahead_follows_each_candidate_with_the_policys_own_chunks(pretrained):
+    """lookahead=1: every candidate is scored on the steps so far + its chunk + one chunk the
+    policy plans after it (cut at the episode's end); the episode still runs the candidates."""
+    from robalign.alignment.best_of_n import best_of_n_episodes
+    from robalign.policies import load_policy
+
+    class Lengths(ObjectiveScorer):
+        def __init__(self):
+            super().__init__(mean_eef_height)
+            self.lengths = []
+
+        def score(self, trajectories, log_likelihoods=None):
+            self.lengths.append([len(t) for t in trajectories])
+            return super().score(trajectories)
+
+    policy = load_policy(pretrained / "pt" / "policy")
+    scorer, ka = Lengths(), policy.n_action_steps
+    options = {"distractors": False, "camera": False, "max_steps": 18}
+    (traj,), (choices,) = best_of_n_episodes(policy, "reach-around", [7], [7], options, scorer, n=3, lookahead=1)
+    assert len(traj) == 18
+    assert scorer.lengths == [[min(c["step"] + 2 * ka, 18)] * 3 for c in choices]
+    with pytest.raises(RobalignError, match="lookahead"):
+        best_of_n_episodes(policy, "reach-around", [7], [7], options, scorer, n=2, lookahead=-1)
+
+
+@pytest.mark.slow
 def test_best_of_n_goes_through_the_same_loop_without_rounds(pretrained, tmp_path):
     def args(out, *extra):  # best-of-n has no updates or batches to set
         return [a for a in align_args(pretrained, out, "method=best-of-n", *extra) if not a.startswith("method.u")

@@ -7,11 +7,17 @@ worth is only known from its outcome: that takes a simulator, not the real arm. 
 is therefore an upper reference for what a reward can pick out of the policy's own
 samples, not a way to deploy. The policy's weights never change.
 
-Glossary: N candidates per chunk, Ka executed actions per chunk, A action size.
+With `lookahead` L > 0 each candidate is followed by L more chunks the policy itself plans
+from where the candidate left it (the same noise for every candidate), so a candidate is
+judged by where it leads, not only by its own few steps: the cost is (1 + L) x N chunks
+of simulation per executed chunk.
+
+Glossary: N candidates per chunk, Ka executed actions per chunk, L follow-up chunks, A action size.
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 
 import numpy as np
@@ -30,9 +36,10 @@ class BestOfNActor(ChunkActor):
     one candidate chunk); ties go to the earliest candidate. `choices` records, per chunk,
     the candidates' scores and which one ran."""
 
-    def __init__(self, policy, seed: int, env, scorer, n: int, provenance: dict):
+    def __init__(self, policy, seed: int, env, scorer, n: int, provenance: dict, lookahead: int = 0):
         super().__init__(policy, seed)
         self.env, self.scorer, self.n, self.provenance = env, scorer, n, provenance
+        self.lookahead, self.seed = lookahead, int(seed)
         self.so_far = EpisodeRecorder()  # the steps taken, as record_episode records them
         self.choices: list[dict] = []
 
@@ -47,9 +54,10 @@ class BestOfNActor(ChunkActor):
         batch = {k: (v * self.n if isinstance(v, list) else v.expand(self.n, *v.shape[1:])) for k, v in window.items()}
         candidates = self.policy.predict_action_chunk(batch, generator=self.generator)  # (N, Ka, A)
         saved = self.env.save_state()
+        follow_seed = int(np.random.SeedSequence([self.seed, len(self.choices)]).generate_state(1)[0])
         lookaheads = []
         for chunk in candidates.cpu().numpy():
-            lookaheads.append(self._lookahead(self.obs, chunk))
+            lookaheads.append(self._lookahead(self.obs, chunk, follow_seed))
             self.env.restore_state(saved)
         scores = np.asarray(self.scorer.score(lookaheads), dtype=float)
         best = int(np.argmax(scores))
@@ -57,28 +65,36 @@ class BestOfNActor(ChunkActor):
                              "chosen": best})
         return candidates[best:best + 1]
 
-    def _lookahead(self, obs: dict, chunk: np.ndarray) -> Trajectory:
-        """The episode so far plus `chunk` executed from the current state (until the episode ends)."""
+    def _lookahead(self, obs: dict, chunk: np.ndarray, follow_seed: int) -> Trajectory:
+        """The episode so far plus `chunk` executed from the current state, then `lookahead`
+        chunks the policy plans itself (noise `follow_seed`), until the episode ends."""
         rec = copy.copy(self.so_far)
         rec.frames, rec.states, rec.env_states = list(rec.frames), list(rec.states), list(rec.env_states)
         rec.actions, rec.privileged = list(rec.actions), list(rec.privileged)
-        info = self.env.current_info()
-        for action in chunk.astype(np.float32):
+        follow = ChunkActor(self.policy, follow_seed)  # the policy's own continuation
+        follow.history = collections.deque(self.history, maxlen=self.history.maxlen)  # obs already seen
+        follow.queue = collections.deque(chunk[1:])
+        action, info = chunk[0], self.env.current_info()
+        for _ in range(len(chunk) * (1 + self.lookahead)):
+            action = np.asarray(action, dtype=np.float32)
             rec.add(obs, info, action)
             obs, _, terminated, truncated, info = self.env.step(action)
             if terminated or truncated:
                 break
+            action = follow.act(obs)
         return rec.finish(info["is_success"], self.env.instruction, None, self.provenance)
 
 
 def best_of_n_episodes(policy, env_name: str, seeds: list[int], noise_seeds: list[int], options: dict, scorer,
-                       n: int, progress=None) -> tuple[list[Trajectory], list[list[dict]]]:
+                       n: int, lookahead: int = 0, progress=None) -> tuple[list[Trajectory], list[list[dict]]]:
     """One best-of-N episode per env seed, one after another in this process (the lookahead
     steps this process's env); returns the trajectories and each one's per-chunk choices."""
     import robalign.envs as envs
 
     if n < 2:
         raise RobalignError(f"best-of-n needs n >= 2 candidates per chunk; got n={n}")
+    if lookahead < 0:
+        raise RobalignError(f"best-of-n's lookahead is a number of follow-up chunks >= 0; got {lookahead}")
     if scorer.needs_likelihood:
         raise RobalignError("best-of-n ranks candidates by their outcome; a scorer that reads the policy's "
                             "likelihood (grape with grape.likelihood != 0) cannot score a lookahead")
@@ -88,7 +104,7 @@ def best_of_n_episodes(policy, env_name: str, seeds: list[int], noise_seeds: lis
         for seed, noise in zip(seeds, noise_seeds):
             provenance = {"env": env.name, "seed": int(seed), "distractors": env.distractors,
                           "robot_meshes": env.robot_meshes, "actor": f"best-of-{n}:{policy.name}"}
-            actor = BestOfNActor(policy, noise, env, scorer, n, provenance)
+            actor = BestOfNActor(policy, noise, env, scorer, n, provenance, lookahead)
             with torch.no_grad():
                 trajectories.append(record_episode(env, actor.act, seed, provenance={"actor": provenance["actor"]}))
             choices.append(actor.choices)

@@ -155,7 +155,7 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
     else:  # best-of-n: the unchanged policy acts through the method on the same held-out seeds
         history = []
         after, extra["best_of_n"] = _evaluate_best_of_n(policy, env_name, scorer, truth, threshold, options, cfg,
-                                                        method.n, out, progress)
+                                                        method, out, progress)
     policy.eval()
     result = {
         "env": env_name, "method": method.name, "scorer": scorer.name, "objective": truth.name if truth else None,
@@ -227,17 +227,18 @@ def _collect(policy, env_name, env_seeds, noise, states, options, cfg, sampling,
         bar.close()
 
 
-def _evaluate_best_of_n(policy, env_name, scorer, truth, threshold, options, cfg, n, out, progress):
+def _evaluate_best_of_n(policy, env_name, scorer, truth, threshold, options, cfg, method, out, progress):
     """after.json's figures for best-of-n on the held-out seeds, and how its choices went:
     per chunk, the chosen candidate's score against the candidates' mean."""
     from tqdm.auto import tqdm
 
     from .best_of_n import best_of_n_episodes
 
-    seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
+    n, seeds = method.n, [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
     bar = tqdm(total=len(seeds), desc=f"eval after (best of {n})", unit="ep", disable=not progress, leave=False)
     try:
-        trajectories, choices = best_of_n_episodes(policy, env_name, seeds, seeds, options, scorer, n, bar)
+        trajectories, choices = best_of_n_episodes(policy, env_name, seeds, seeds, options, scorer, n,
+                                                   method.lookahead, bar)
     except ScoringError as err:
         raise AlignmentError(f"{err} (in a best-of-{n} lookahead); the run stopped, {out} keeps what was saved") from None
     finally:
@@ -246,7 +247,7 @@ def _evaluate_best_of_n(policy, env_name, scorer, truth, threshold, options, cfg
     picks = [c for episode in choices for c in episode]
     gains = [c["scores"][c["chosen"]] - float(np.mean(c["scores"])) for c in picks]
     return (_figures(rollouts, env_name, scorer, truth, threshold, out, "after"),
-            {"n": n, "chunks": len(picks), "chosen_minus_mean_score": float(np.mean(gains)) if gains else None,
+            {"n": n, "lookahead": method.lookahead, "chunks": len(picks), "chosen_minus_mean_score": float(np.mean(gains)) if gains else None,
              "chosen_share_not_first": float(np.mean([c["chosen"] != 0 for c in picks])) if picks else None})
 
 

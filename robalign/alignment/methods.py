@@ -56,18 +56,20 @@ class MethodConfig:
     min_std: float = 0.1          # floor of each denoising step's std (model units)
     # best-of-n
     n: int = 8                    # candidate chunks sampled and tried per chunk
+    lookahead: int = 0            # chunks the policy plans after each candidate before it is scored
 
     def __post_init__(self):
         checks = {"lr": self.lr > 0, "updates": self.updates >= 1, "batch": self.batch >= 1, "beta": self.beta > 0,
                   "window": self.window >= 0, "anchor_weight": self.anchor_weight >= 0, "grad_clip": self.grad_clip > 0,
                   "ft_denoising_steps": self.ft_denoising_steps >= 1, "clip_ratio": 0 < self.clip_ratio < 1,
                   "kl_coef": self.kl_coef >= 0, "gamma": 0 < self.gamma <= 1, "eta": 0 < self.eta <= 1,
-                  "min_std": self.min_std > 0, "n": isinstance(self.n, int) and self.n >= 2}
+                  "min_std": self.min_std > 0, "n": isinstance(self.n, int) and self.n >= 2,
+                  "lookahead": isinstance(self.lookahead, int) and self.lookahead >= 0}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise RobalignError(f"bad alignment setting method.{bad[0]}={getattr(self, bad[0])!r}; allowed: lr, beta, "
                                 f"grad_clip, min_std > 0; window, anchor_weight, kl_coef >= 0; updates, batch, "
-                                f"ft_denoising_steps >= 1; 0 < clip_ratio < 1; 0 < gamma, eta <= 1; n: an int >= 2")
+                                f"ft_denoising_steps >= 1; 0 < clip_ratio < 1; 0 < gamma, eta <= 1; n: an int >= 2; lookahead: an int >= 0")
 
 
 class Aligner:
