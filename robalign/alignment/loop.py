@@ -409,6 +409,9 @@ def _plot(before: dict, after: dict | None, history: list[dict], path: Path) -> 
     rounds = [h["round"] for h in history]
     axes[0].plot(rounds, [h["score_mean"] for h in history], "o-", label="mean score")
     axes[0].set(xlabel="round", ylabel="scorer (rollouts)", title="alignment rounds")
+    if not history and after is not None:  # best-of-n trains nothing
+        axes[0].text(0.5, 0.5, "no training rounds\n(the method acts at inference)", ha="center", va="center",
+                     transform=axes[0].transAxes)
     if history and history[0]["satisfied_share"] is not None:
         twin = axes[0].twinx()
         twin.plot(rounds, [h["satisfied_share"] for h in history], "s--", color="tab:green", label="satisfied")
