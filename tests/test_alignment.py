@@ -357,6 +357,9 @@ def test_align_refuses_bad_settings(tmp_path):
         main(["align", "policy=x", "scorer=objective", "objective=clearance", "rollouts=1"])
     with pytest.raises(RobalignError, match="unknown setting 'round'"):
         main(["align", "round=3"])
+    with pytest.raises(RobalignError, match="best-of-n ranks candidates.*grape.likelihood=0"):
+        main(["align", "method=best-of-n", f"policy={tmp_path / 'nothing'}", "scorer=grape", "grape.likelihood=0.01",
+              f"output_dir={tmp_path / 'out'}"])
     assert not (tmp_path / "out").exists()
 
 

@@ -106,6 +106,10 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
     envs.env_class(env_name)
     out = Path(output_dir).expanduser().absolute()
     aligner = make_aligner(method)
+    if not aligner.trains and scorer.needs_likelihood:  # before anything is loaded, run or written
+        raise RobalignError(f"{method.name} ranks candidates by their simulated outcome; a scorer that reads the "
+                            f"policy's likelihood (grape with grape.likelihood != 0) cannot score them; set "
+                            f"grape.likelihood=0 or use scorer=reward or scorer=objective")
     policy = load_policy(policy_dir)
     aligner.check(policy)
     reference = load_policy(policy_dir).requires_grad_(False)
