@@ -37,6 +37,13 @@ class EpisodeRecorder:
         self.privileged.append(info["privileged"])
         self.actions.append(np.asarray(action, dtype=np.float32))
 
+    def copy(self) -> "EpisodeRecorder":
+        """A recorder holding the same steps so far, which adding to leaves this one as it is."""
+        twin = EpisodeRecorder()
+        twin.frames, twin.states, twin.env_states = list(self.frames), list(self.states), list(self.env_states)
+        twin.actions, twin.privileged = list(self.actions), list(self.privileged)
+        return twin
+
     def finish(self, success: bool, instruction: str, mode: str | None, provenance: dict) -> Trajectory:
         return Trajectory(
             frames=np.stack(self.frames) if self.frames else None,
@@ -85,9 +92,13 @@ def record_episode(
             video.append(env.render())
         if terminated or truncated:
             break
-    return recorder.finish(info["is_success"], env.instruction, mode,
-                           {"env": env.name, "seed": int(seed), "distractors": env.distractors,
-                            "robot_meshes": env.robot_meshes, **(provenance or {})})
+    return recorder.finish(info["is_success"], env.instruction, mode, episode_provenance(env, seed, provenance))
+
+
+def episode_provenance(env, seed: int, extra: dict | None = None) -> dict:
+    """What every recorded episode says of where it came from: env, seed, scene and robot look."""
+    return {"env": env.name, "seed": int(seed), "distractors": env.distractors, "robot_meshes": env.robot_meshes,
+            **(extra or {})}
 
 
 def expert_episode(env, mode: str, seed: int, video: list | None = None, noise: float = 0.0,

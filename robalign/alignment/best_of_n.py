@@ -18,14 +18,13 @@ Glossary: N candidates per chunk, Ka executed actions per chunk, L follow-up chu
 from __future__ import annotations
 
 import collections
-import copy
 
 import numpy as np
 import torch
 
 from robalign.errors import RobalignError
 from robalign.policies.pretrained import ChunkActor
-from robalign.rollout import EpisodeRecorder, record_episode
+from robalign.rollout import EpisodeRecorder, episode_provenance, record_episode
 from robalign.types import Trajectory
 
 
@@ -68,9 +67,7 @@ class BestOfNActor(ChunkActor):
     def _lookahead(self, obs: dict, chunk: np.ndarray, follow_seed: int) -> Trajectory:
         """The episode so far plus `chunk` executed from the current state, then `lookahead`
         chunks the policy plans itself (noise `follow_seed`), until the episode ends."""
-        rec = copy.copy(self.so_far)
-        rec.frames, rec.states, rec.env_states = list(rec.frames), list(rec.states), list(rec.env_states)
-        rec.actions, rec.privileged = list(rec.actions), list(rec.privileged)
+        rec = self.so_far.copy()
         follow = ChunkActor(self.policy, follow_seed)  # the policy's own continuation
         follow.history = collections.deque(self.history, maxlen=self.history.maxlen)  # obs already seen
         follow.queue = collections.deque(chunk[1:])
@@ -85,6 +82,14 @@ class BestOfNActor(ChunkActor):
         return rec.finish(info["is_success"], self.env.instruction, None, self.provenance)
 
 
+def check_scorer(scorer) -> None:
+    """Refuse a scorer that cannot rank lookaheads: one that reads the policy's likelihood."""
+    if scorer.needs_likelihood:
+        raise RobalignError("best-of-n ranks candidates by their simulated outcome; a scorer that reads the "
+                            "policy's likelihood (grape with grape.likelihood != 0) cannot score them; set "
+                            "grape.likelihood=0 or use scorer=reward or scorer=objective")
+
+
 def best_of_n_episodes(policy, env_name: str, seeds: list[int], noise_seeds: list[int], options: dict, scorer,
                        n: int, lookahead: int = 0, progress=None) -> tuple[list[Trajectory], list[list[dict]]]:
     """One best-of-N episode per env seed, one after another in this process (the lookahead
@@ -95,18 +100,15 @@ def best_of_n_episodes(policy, env_name: str, seeds: list[int], noise_seeds: lis
         raise RobalignError(f"best-of-n needs n >= 2 candidates per chunk; got n={n}")
     if lookahead < 0:
         raise RobalignError(f"best-of-n's lookahead is a number of follow-up chunks >= 0; got {lookahead}")
-    if scorer.needs_likelihood:
-        raise RobalignError("best-of-n ranks candidates by their outcome; a scorer that reads the policy's "
-                            "likelihood (grape with grape.likelihood != 0) cannot score a lookahead")
+    check_scorer(scorer)
     env = envs.make(env_name, **options)
+    actor_name = {"actor": f"best-of-{n}:{policy.name}"}
     trajectories, choices = [], []
     try:
         for seed, noise in zip(seeds, noise_seeds):
-            provenance = {"env": env.name, "seed": int(seed), "distractors": env.distractors,
-                          "robot_meshes": env.robot_meshes, "actor": f"best-of-{n}:{policy.name}"}
-            actor = BestOfNActor(policy, noise, env, scorer, n, provenance, lookahead)
+            actor = BestOfNActor(policy, noise, env, scorer, n, episode_provenance(env, seed, actor_name), lookahead)
             with torch.no_grad():
-                trajectories.append(record_episode(env, actor.act, seed, provenance={"actor": provenance["actor"]}))
+                trajectories.append(record_episode(env, actor.act, seed, provenance=actor_name))
             choices.append(actor.choices)
             if progress is not None:
                 progress.update(1)

@@ -106,10 +106,10 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
     envs.env_class(env_name)
     out = Path(output_dir).expanduser().absolute()
     aligner = make_aligner(method)
-    if not aligner.trains and scorer.needs_likelihood:  # before anything is loaded, run or written
-        raise RobalignError(f"{method.name} ranks candidates by their simulated outcome; a scorer that reads the "
-                            f"policy's likelihood (grape with grape.likelihood != 0) cannot score them; set "
-                            f"grape.likelihood=0 or use scorer=reward or scorer=objective")
+    if not aligner.trains:  # best-of-n: check its scorer before anything is loaded, run or written
+        from .best_of_n import check_scorer
+
+        check_scorer(scorer)
     policy = load_policy(policy_dir)
     aligner.check(policy)
     reference = load_policy(policy_dir).requires_grad_(False)
@@ -134,8 +134,9 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
     if config_text is not None:
         (out / "config.yaml").write_text(config_text)
 
+    seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]  # held-out: the same before and after
+
     def evaluate(p, tag: str) -> tuple[dict, list[Rollout]]:
-        seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
         rollouts = _collect(p, env_name, seeds, seeds, list(range(len(seeds))), options, cfg, {}, f"eval {tag}",
                             progress)
         return _figures(rollouts, env_name, scorer, truth, threshold, out, tag), rollouts
@@ -158,7 +159,7 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
         after, _ = evaluate(policy, "after")
     else:  # best-of-n: the unchanged policy acts through the method on the same held-out seeds
         history = []
-        after, extra["best_of_n"] = _evaluate_best_of_n(policy, env_name, scorer, truth, threshold, options, cfg,
+        after, extra["best_of_n"] = _evaluate_best_of_n(policy, env_name, seeds, scorer, truth, threshold, options,
                                                         method, out, progress)
     policy.eval()
     result = {
@@ -231,28 +232,30 @@ def _collect(policy, env_name, env_seeds, noise, states, options, cfg, sampling,
         bar.close()
 
 
-def _evaluate_best_of_n(policy, env_name, scorer, truth, threshold, options, cfg, method, out, progress):
+def _evaluate_best_of_n(policy, env_name, seeds, scorer, truth, threshold, options, method, out, progress):
     """after.json's figures for best-of-n on the held-out seeds, and how its choices went:
     per chunk, the chosen candidate's score against the candidates' mean."""
     from tqdm.auto import tqdm
 
     from .best_of_n import best_of_n_episodes
 
-    n, seeds = method.n, [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
+    n = method.n
     bar = tqdm(total=len(seeds), desc=f"eval after (best of {n})", unit="ep", disable=not progress, leave=False)
     try:
         trajectories, choices = best_of_n_episodes(policy, env_name, seeds, seeds, options, scorer, n,
                                                    method.lookahead, bar)
     except ScoringError as err:
-        raise AlignmentError(f"{err} (in a best-of-{n} lookahead); the run stopped, {out} keeps what was saved") from None
+        raise AlignmentError(f"{err} (in a best-of-{n} lookahead); the run stopped, {out} keeps what was saved") \
+            from None
     finally:
         bar.close()
     rollouts = [Rollout(t, [], i) for i, t in enumerate(trajectories)]
     picks = [c for episode in choices for c in episode]
     gains = [c["scores"][c["chosen"]] - float(np.mean(c["scores"])) for c in picks]
-    return (_figures(rollouts, env_name, scorer, truth, threshold, out, "after"),
-            {"n": n, "lookahead": method.lookahead, "chunks": len(picks), "chosen_minus_mean_score": float(np.mean(gains)) if gains else None,
-             "chosen_share_not_first": float(np.mean([c["chosen"] != 0 for c in picks])) if picks else None})
+    choice_figures = {"n": n, "lookahead": method.lookahead, "chunks": len(picks),
+                      "chosen_minus_mean_score": float(np.mean(gains)) if gains else None,
+                      "chosen_share_not_first": float(np.mean([c["chosen"] != 0 for c in picks])) if picks else None}
+    return _figures(rollouts, env_name, scorer, truth, threshold, out, "after"), choice_figures
 
 
 def _anchor(aligner, demo_windows, chosen: list[Rollout], generator):
