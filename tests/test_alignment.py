@@ -3,6 +3,7 @@
 objective that stops the run and keeps its rounds, bad settings)."""
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -121,6 +122,28 @@ def test_scorers_name_what_failed_and_weigh_grape_terms():
         make_scorer("rlhf")
     with pytest.raises(RobalignError, match="unknown grape setting"):
         make_scorer("grape", grape={"sucess": 1.0})
+
+
+def test_reward_scorer_matches_unfinished_lookaheads_against_demo_prefixes(tmp_path):
+    """best-of-n's lookaheads: an OT reward scores one that has not ended against the demos'
+    prefixes (prefix=True), one that has ended, or any with prefix=False, as a whole episode."""
+    from robalign.alignment.scorers import RewardScorer
+    from robalign.rewards.models import RewardConfig, fit_to_backbone, make_reward
+
+    rng = np.random.default_rng(0)
+    video = lambda T: rng.integers(0, 255, (T, 96, 96, 3), dtype=np.uint8)  # noqa: E731
+    torch.manual_seed(0)
+    model = make_reward(fit_to_backbone(RewardConfig(method="rapl", frame_stride=2)))
+    demo = Trajectory(state=np.zeros((16, 1), np.float32), action=np.zeros((16, 1), np.float32), instruction="",
+                      success=True, frames=video(16))
+    model.demos = [model.frame_features(demo)]
+    model.save_pretrained(tmp_path / "rapl")
+    scorer = RewardScorer(str(tmp_path / "rapl"))
+    start = dataclasses.replace(demo, state=demo.state[:6], action=demo.action[:6], frames=demo.frames[:6])
+    prefix, whole = scorer.model.reward(start, prefix=True).sum(), scorer.model.reward(start).sum()
+    assert prefix > whole  # the demo's own start, against the demo's start / against all of it
+    assert scorer.score_lookaheads([start, start], ended=[False, True]) == pytest.approx([prefix, whole])
+    assert scorer.score_lookaheads([start, start], ended=[False, True], prefix=False) == pytest.approx([whole, whole])
 
 
 # ---- the preference losses -----------------------------------------------------------------
@@ -457,11 +480,15 @@ def test_best_of_n_lookahead_follows_each_candidate_with_the_policys_own_chunks(
     class Lengths(ObjectiveScorer):
         def __init__(self):
             super().__init__(mean_eef_height)
-            self.lengths = []
+            self.lengths, self.ended = [], []
 
         def score(self, trajectories, log_likelihoods=None):
             self.lengths.append([len(t) for t in trajectories])
             return super().score(trajectories)
+
+        def score_lookaheads(self, trajectories, ended, prefix=True):
+            self.ended.append(list(ended))
+            return super().score_lookaheads(trajectories, ended, prefix)
 
     policy = load_policy(pretrained / "pt" / "policy")
     scorer, ka = Lengths(), policy.n_action_steps
@@ -469,6 +496,8 @@ def test_best_of_n_lookahead_follows_each_candidate_with_the_policys_own_chunks(
     (traj,), (choices,) = best_of_n_episodes(policy, "reach-around", [7], [7], options, scorer, n=3, lookahead=1)
     assert len(traj) == 18
     assert scorer.lengths == [[min(c["step"] + 2 * ka, 18)] * 3 for c in choices]
+    assert scorer.ended == [[c["step"] + 2 * ka >= 18] * 3 for c in choices]  # cut at the episode's end: ended
+    assert [True] in [e[:1] for e in scorer.ended] and [False] in [e[:1] for e in scorer.ended]
     with pytest.raises(RobalignError, match="lookahead"):
         best_of_n_episodes(policy, "reach-around", [7], [7], options, scorer, n=2, lookahead=-1)
 

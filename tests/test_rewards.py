@@ -177,6 +177,35 @@ def test_per_step_reward_sums_to_trajectory_reward_with_stride():
     assert per_step[9] == pytest.approx(per_frame[3], rel=1e-5)  # the last frame stands for one step
 
 
+def test_ot_reward_scores_a_prefix_against_the_demos_prefixes():
+    """prefix=True is the same OT reward against each demo cut to the video's length (a
+    shorter demo whole); a demo's own beginning then matches it better than the whole demo
+    it has not finished; a per-frame reward (rlhf) scores a prefix the same either way."""
+    feats, _ = synthetic_features(6, seed=5)
+    torch.manual_seed(0)
+    model = make_reward(small_config("rapl"))
+    model.demos = [feats["t000"], feats["t001"][:5]]  # 8+ frames and 5 frames
+    video = feats["t000"][:6]
+    traj = fake_trajectory(6)
+    as_prefix = model.reward(traj, video, prefix=True)
+    cut = make_reward(small_config("rapl"))
+    cut.load_state_dict(model.state_dict())
+    cut.demos = [feats["t000"][:6], feats["t001"][:5]]
+    assert np.allclose(as_prefix, cut.reward(traj, video), atol=1e-6)
+    whole = model.reward(traj, video)
+    # its own first 6 frames cost less than the whole demo, whose later frames it has not reached
+    assert -as_prefix.sum() < 0.85 * -whole.sum(), (as_prefix.sum(), whole.sum())
+    # batched rows get their own cut: the same figures as one by one
+    x, mask = pad_sequences([video, feats["t002"][:4]])
+    with torch.no_grad():
+        batched = model.step_rewards(x, mask, prefix=True)
+    assert np.allclose(batched[0].numpy(), as_prefix, atol=1e-6)
+    assert np.allclose(batched[1, :4].numpy(), model.reward(fake_trajectory(4), feats["t002"][:4], prefix=True),
+                       atol=1e-6)
+    rlhf = make_reward(small_config("rlhf"))
+    assert np.array_equal(rlhf.reward(traj, video, prefix=True), rlhf.reward(traj, video))
+
+
 def test_checkpoint_round_trip_and_refusals(tmp_path):
     feats, quality = synthetic_features(10, seed=4)
     model = make_reward(small_config("rapl"))

@@ -243,7 +243,7 @@ def _evaluate_best_of_n(policy, env_name, seeds, scorer, truth, threshold, optio
     bar = tqdm(total=len(seeds), desc=f"eval after (best of {n})", unit="ep", disable=not progress, leave=False)
     try:
         trajectories, choices = best_of_n_episodes(policy, env_name, seeds, seeds, options, scorer, n,
-                                                   method.lookahead, bar)
+                                                   method.lookahead, bar, method.unfinished)
     except ScoringError as err:
         raise AlignmentError(f"{err} (in a best-of-{n} lookahead); the run stopped, {out} keeps what was saved") \
             from None
@@ -252,7 +252,7 @@ def _evaluate_best_of_n(policy, env_name, seeds, scorer, truth, threshold, optio
     rollouts = [Rollout(t, [], i) for i, t in enumerate(trajectories)]
     picks = [c for episode in choices for c in episode]
     gains = [c["scores"][c["chosen"]] - float(np.mean(c["scores"])) for c in picks]
-    choice_figures = {"n": n, "lookahead": method.lookahead, "chunks": len(picks),
+    choice_figures = {"n": n, "lookahead": method.lookahead, "unfinished": method.unfinished, "chunks": len(picks),
                       "chosen_minus_mean_score": float(np.mean(gains)) if gains else None,
                       "chosen_share_not_first": float(np.mean([c["chosen"] != 0 for c in picks])) if picks else None}
     return _figures(rollouts, env_name, scorer, truth, threshold, out, "after"), choice_figures

@@ -57,6 +57,8 @@ class MethodConfig:
     # best-of-n
     n: int = 8                    # candidate chunks sampled and tried per chunk
     lookahead: int = 0            # chunks the policy plans after each candidate before it is scored
+    unfinished: str = "prefix"    # how an OT reward scores a lookahead that has not ended: against the demos'
+    # first as many frames (prefix) or against whole demos, as it scores finished episodes (whole)
 
     def __post_init__(self):
         checks = {"lr": self.lr > 0, "updates": self.updates >= 1, "batch": self.batch >= 1, "beta": self.beta > 0,
@@ -64,12 +66,14 @@ class MethodConfig:
                   "ft_denoising_steps": self.ft_denoising_steps >= 1, "clip_ratio": 0 < self.clip_ratio < 1,
                   "kl_coef": self.kl_coef >= 0, "gamma": 0 < self.gamma <= 1, "eta": 0 < self.eta <= 1,
                   "min_std": self.min_std > 0, "n": isinstance(self.n, int) and self.n >= 2,
-                  "lookahead": isinstance(self.lookahead, int) and self.lookahead >= 0}
+                  "lookahead": isinstance(self.lookahead, int) and self.lookahead >= 0,
+                  "unfinished": self.unfinished in ("prefix", "whole")}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise RobalignError(f"bad alignment setting method.{bad[0]}={getattr(self, bad[0])!r}; allowed: lr, beta, "
                                 f"grad_clip, min_std > 0; window, anchor_weight, kl_coef >= 0; updates, batch, "
-                                f"ft_denoising_steps >= 1; 0 < clip_ratio < 1; 0 < gamma, eta <= 1; n: an int >= 2; lookahead: an int >= 0")
+                                f"ft_denoising_steps >= 1; 0 < clip_ratio < 1; 0 < gamma, eta <= 1; n: an int >= 2; lookahead: an int >= 0; "
+                                f"unfinished: prefix or whole")
 
 
 class Aligner:

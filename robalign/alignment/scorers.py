@@ -39,6 +39,13 @@ class Scorer:
         """(n,) scores."""
         raise NotImplementedError
 
+    def score_lookaheads(self, trajectories: Sequence[Trajectory], ended: Sequence[bool],
+                         prefix: bool = True) -> np.ndarray:
+        """(n,) scores of best-of-n's lookaheads: episodes cut short, whole only where `ended`.
+        The default scores them as they stand; a reward that compares whole videos with the
+        demos (OT) matches an unfinished one against the demos' prefixes when `prefix`."""
+        return self.score(trajectories)
+
     def describe(self) -> str:
         """Everything that sets the scores (a resumed run must score as the first part did)."""
         return self.name
@@ -103,15 +110,19 @@ class RewardScorer(Scorer):
                                 f"{robot_meshes()}; set ROBALIGN_ROBOT_MESHES={self.look} (a reward scores "
                                 f"only pictures like those it learnt from)")
 
-    def step_rewards(self, trajectory, score=None):
+    def step_rewards(self, trajectory, score=None, prefix: bool = False):
         drawn = trajectory.provenance.get("robot_meshes")
         if self.look is not None and drawn is not None and drawn != self.look:
             raise ScoringError(f"{self.name} learnt from frames with ROBALIGN_ROBOT_MESHES={self.look}; the "
                                f"episode with seed {trajectory.provenance.get('seed')} was drawn with {drawn}")
-        return _checked(self.name, self.model.reward, trajectory)
+        return _checked(self.name, lambda t: self.model.reward(t, prefix=prefix), trajectory)
 
     def score(self, trajectories, log_likelihoods=None):
         return np.array([float(self.step_rewards(t).sum()) for t in trajectories])
+
+    def score_lookaheads(self, trajectories, ended, prefix=True):
+        return np.array([float(self.step_rewards(t, prefix=prefix and not e).sum())
+                         for t, e in zip(trajectories, ended, strict=True)])
 
 
 class GrapeScorer(Scorer):

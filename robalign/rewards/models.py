@@ -118,16 +118,20 @@ class RewardModel(nn.Module):
         return self.prepare(feats)
 
     # ---- scoring -----------------------------------------------------------------------
-    def step_rewards(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, N, F) features, (B, N) mask -> (B, N) per-frame rewards (0 on padding)."""
+    def step_rewards(self, feats: torch.Tensor, mask: torch.Tensor, prefix: bool = False) -> torch.Tensor:
+        """(B, N, F) features, (B, N) mask -> (B, N) per-frame rewards (0 on padding).
+
+        `prefix`: the videos are unfinished episodes, their first N frames (only rewards
+        that compare whole videos, the OT rewards, score a prefix differently)."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def reward(self, trajectory: Trajectory, features: torch.Tensor | None = None) -> np.ndarray:
-        """Per-step reward of one trajectory, (T,) float; sums to its trajectory reward."""
+    def reward(self, trajectory: Trajectory, features: torch.Tensor | None = None, prefix: bool = False) -> np.ndarray:
+        """Per-step reward of one trajectory, (T,) float; sums to its trajectory reward.
+        `prefix=True` scores an unfinished episode (best-of-n's lookaheads) as far as it got."""
         feats = self.frame_features(trajectory) if features is None else features
         x, mask = pad_sequences([feats])
-        per_frame = self.step_rewards(x, mask)[0].numpy().astype(np.float64)
+        per_frame = self.step_rewards(x, mask, prefix)[0].numpy().astype(np.float64)
         # Used frame k stands for steps [k * stride, (k + 1) * stride), the last maybe fewer.
         owner = np.arange(len(trajectory)) // self.cfg.frame_stride
         return per_frame[owner] / np.bincount(owner)[owner]
@@ -158,23 +162,33 @@ class OTReward(RewardModel):
         x = self.prepare(feats)
         return self.head(x) if self.head is not None else x
 
-    def step_rewards(self, feats, mask):
+    def step_rewards(self, feats, mask, prefix=False):
         """Against the closest of the demos (training also scores against anchors: embedded_step_rewards)."""
-        return self.embedded_step_rewards(self.embed_features(feats), mask)
+        return self.embedded_step_rewards(self.embed_features(feats), mask, prefix=prefix)
 
     def embedded_step_rewards(self, x: torch.Tensor, mask: torch.Tensor,
-                              anchors: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """step_rewards on embeddings: (B, N, D), (B, N), (B) list of (M, D) or None -> (B, N)."""
+                              anchors: list[torch.Tensor] | None = None, prefix: bool = False) -> torch.Tensor:
+        """step_rewards on embeddings: (B, N, D), (B, N), (B) list of (M, D) or None -> (B, N).
+
+        With uniform marginals OT spreads a video's frames over the whole of each demo, so an
+        unfinished episode would be judged against demo frames it has not reached yet; with
+        `prefix` each video is matched against the demos' first N frames instead (a demo
+        shorter than that, whole), the demos as far as they had got at the same step."""
         eps, iters = self.cfg.sinkhorn_eps, self.cfg.sinkhorn_iters
         if anchors is not None:
             y, mask_y = pad_sequences(anchors)
             return -ot_step_costs(x, y, mask, mask_y, eps, iters)
         if not self.demos:
             raise RobalignError("this OT reward has no demos to compare with; give demos= when training it")
-        y, mask_y = pad_sequences([self.embed_features(d) for d in self.demos])
-        B, K = x.shape[0], y.shape[0]
-        costs = ot_step_costs(x.repeat_interleave(K, 0), y.repeat(B, 1, 1), mask.repeat_interleave(K, 0),
-                              mask_y.repeat(B, 1), eps, iters).view(B, K, -1)
+        demos = [self.embed_features(d) for d in self.demos]
+        B, K = x.shape[0], len(demos)
+        if prefix:  # row b * K + k: demo k cut to video b's length
+            y, mask_y = pad_sequences([d[:n] for n in mask.sum(1).tolist() for d in demos])
+        else:
+            y, mask_y = pad_sequences(demos)
+            y, mask_y = y.repeat(B, 1, 1), mask_y.repeat(B, 1)
+        costs = ot_step_costs(x.repeat_interleave(K, 0), y, mask.repeat_interleave(K, 0), mask_y,
+                              eps, iters).view(B, K, -1)
         best = costs.sum(-1).argmin(1)  # the closest demo per rollout
         return -costs[torch.arange(B), best]
 
@@ -198,7 +212,8 @@ class RLHFReward(RewardModel):
         super().__init__(cfg)
         self.head = head(cfg, 1)
 
-    def step_rewards(self, feats, mask):
+    def step_rewards(self, feats, mask, prefix=False):
+        # each frame's reward depends on that frame alone: a prefix scores as it stands
         return self.head(self.prepare(feats)).squeeze(-1) * mask
 
     def logit_scale(self) -> torch.Tensor:
@@ -220,8 +235,8 @@ class OracleReward(RewardModel):
 
         self.objective = get_objective(cfg.objective)
 
-    def reward(self, trajectory: Trajectory, features=None) -> np.ndarray:
-        total = self.objective(trajectory)
+    def reward(self, trajectory: Trajectory, features=None, prefix=False) -> np.ndarray:
+        total = self.objective(trajectory)  # a prefix: the objective as far as it got
         if getattr(self.objective, "per_step", None) is None:
             return np.full(len(trajectory), total / len(trajectory))
         steps = self.objective.steps(trajectory)
