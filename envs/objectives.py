@@ -34,6 +34,11 @@ class Objective:
     description: str = ""
     per_step: Callable[[Trajectory], np.ndarray] | None = None  # (T,) values, higher is better
 
+    def __reduce__(self):
+        # Pickled by name (worker processes get it so): per_step may be a lambda, which
+        # pickle cannot carry; the module that registered it registers it there too.
+        return _registered, (self.name, self.fn.__module__)
+
     def steps(self, trajectory: Trajectory) -> np.ndarray:
         """The objective step by step, (T,) float: what a per-step reward should track."""
         if self.per_step is None:
@@ -62,6 +67,13 @@ class Objective:
         if self.threshold is None:
             raise RobalignError(f"objective {self.name!r} has no satisfaction threshold")
         return self(trajectory) >= self.threshold
+
+
+def _registered(name: str, module: str) -> Objective:
+    import importlib
+
+    importlib.import_module(module)
+    return OBJECTIVES.get(name)
 
 
 def objective(name: str, env: str | None = None, threshold: float | None = None,

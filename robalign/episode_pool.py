@@ -41,19 +41,22 @@ class Job:
     drift: float = 0.0
     perturb: float = 0.0
     video: bool = False
+    noise_seed: int | None = None  # "best-of-n": the policy's sampling noise (the pool's settings do the rest)
 
 
 class EpisodePool:
     """`workers` processes, each with its own `envs.make(env_name, **env_options)`, and the
-    policy at `policy_dir` for policy jobs."""
+    policy at `policy_dir` for policy jobs; `best_of_n` (scorer, n, lookahead, unfinished)
+    for best-of-n jobs, whose results are (trajectory, choices). The scorer travels to each
+    worker pickled (a reward scorer as its checkpoint path: it loads it there)."""
 
     def __init__(self, env_name: str, env_options: dict, workers: int = 2, policy_dir: str | None = None,
-                 episodes: int | None = None):
+                 episodes: int | None = None, best_of_n: dict | None = None):
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise RobalignError(f"num_envs must be an int >= 1 (processes running episodes); got {workers!r}")
         if episodes is not None:
             workers = max(1, min(workers, episodes))  # no process without an episode to run
-        self.workers, self._args = workers, (env_name, dict(env_options), policy_dir)
+        self.workers, self._args = workers, (env_name, dict(env_options), policy_dir, best_of_n)
         self._pool = None
 
     def __enter__(self) -> "EpisodePool":
@@ -83,6 +86,9 @@ class EpisodePool:
 
     def policy_job(self, seed: int, video: bool = False) -> Job:
         return Job("policy", int(seed), video=video)
+
+    def best_of_n_job(self, seed: int, noise_seed: int) -> Job:
+        return Job("best-of-n", int(seed), noise_seed=int(noise_seed))
 
     def submit(self, job: Job):
         """A handle whose .get() returns the job's Trajectory (raising what the episode raised)."""
@@ -149,7 +155,8 @@ class _Later:
         return self._done
 
 
-def _init_worker(env_name: str, env_options: dict, policy_dir: str | None, threads: int | None) -> None:
+def _init_worker(env_name: str, env_options: dict, policy_dir: str | None, best_of_n: dict | None,
+                 threads: int | None) -> None:
     # An error here is kept and raised by the first job: a multiprocessing.Pool whose
     # initializer raises restarts the worker for ever instead of reporting it.
     import robalign.envs as envs
@@ -160,7 +167,7 @@ def _init_worker(env_name: str, env_options: dict, policy_dir: str | None, threa
             import torch
 
             torch.set_num_threads(threads)  # the workers share the cores between them
-        _WORKER["policy"] = None
+        _WORKER["policy"], _WORKER["best_of_n"] = None, best_of_n
         if policy_dir is not None:
             from robalign.policies import load_policy
 
@@ -192,8 +199,16 @@ def _run_job(job: Job) -> Trajectory:
             raise RobalignError("a policy episode needs the pool to be given a policy checkpoint (policy_dir)")
         trajectory = record_episode(env, policy.actor(job.seed).act, job.seed, video=frames,
                                     provenance={"actor": f"policy:{policy.name}"})
+    elif job.kind == "best-of-n":
+        from robalign.alignment.best_of_n import best_of_n_episode
+
+        settings, policy = _WORKER.get("best_of_n"), _WORKER["policy"]
+        if settings is None or policy is None:
+            raise RobalignError("a best-of-n episode needs the pool to be given a policy checkpoint and best_of_n")
+        return best_of_n_episode(policy, env, settings["scorer"], job.seed, job.noise_seed, settings["n"],
+                                 settings["lookahead"], settings["unfinished"])
     else:
-        raise RobalignError(f"unknown episode kind {job.kind!r}; valid: expert, policy")
+        raise RobalignError(f"unknown episode kind {job.kind!r}; valid: expert, policy, best-of-n")
     if frames:
         # render() runs after reset and after every action: the last frame follows the last step
         trajectory = dataclasses.replace(trajectory, frames=np.stack(frames[: len(trajectory)]))

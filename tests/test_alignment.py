@@ -144,6 +144,11 @@ def test_reward_scorer_matches_unfinished_lookaheads_against_demo_prefixes(tmp_p
     assert prefix > whole  # the demo's own start, against the demo's start / against all of it
     assert scorer.score_lookaheads([start, start], ended=[False, True]) == pytest.approx([prefix, whole])
     assert scorer.score_lookaheads([start, start], ended=[False, True], prefix=False) == pytest.approx([whole, whole])
+    # best-of-n's worker processes get the scorer pickled: as its path, loaded again there
+    import pickle
+
+    copy_ = pickle.loads(pickle.dumps(scorer))
+    assert copy_.model is not scorer.model and copy_.score_lookaheads([start], [False]) == pytest.approx([prefix])
 
 
 # ---- the preference losses -----------------------------------------------------------------
@@ -500,6 +505,27 @@ def test_best_of_n_lookahead_follows_each_candidate_with_the_policys_own_chunks(
     assert [True] in [e[:1] for e in scorer.ended] and [False] in [e[:1] for e in scorer.ended]
     with pytest.raises(RobalignError, match="lookahead"):
         best_of_n_episodes(policy, "reach-around", [7], [7], options, scorer, n=2, lookahead=-1)
+
+
+@pytest.mark.slow
+def test_best_of_n_in_two_processes_gives_what_one_gives(pretrained):
+    """Episodes depend on their seeds alone: 2 worker processes (each loading the policy and
+    getting the scorer, here a registered objective with a per-step lambda, pickled by name)
+    record the same episodes and choices as this process one by one."""
+    from robalign.alignment.best_of_n import best_of_n_episodes
+    from robalign.policies import load_policy
+
+    policy = load_policy(pretrained / "pt" / "policy")
+    options = {"distractors": False, "camera": False, "max_steps": 12}
+    args = (policy, "reach-around", [7, 8, 9], [70, 80, 90], options, ObjectiveScorer("clearance"), 3)
+    serial, serial_choices = best_of_n_episodes(*args, lookahead=1)
+    pooled, pooled_choices = best_of_n_episodes(*args, lookahead=1, workers=2, policy_dir=pretrained / "pt" / "policy")
+    assert pooled_choices == serial_choices and any(c["chosen"] for e in serial_choices for c in e)
+    for a, b in zip(serial, pooled, strict=True):
+        assert np.array_equal(a.action, b.action) and np.array_equal(a.state, b.state)
+        assert a.provenance == b.provenance
+    with pytest.raises(RobalignError, match="policy_dir"):
+        best_of_n_episodes(*args, workers=2)
 
 
 @pytest.mark.slow

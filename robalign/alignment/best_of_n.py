@@ -102,29 +102,54 @@ def check_scorer(scorer) -> None:
                             "grape.likelihood=0 or use scorer=reward or scorer=objective")
 
 
+def best_of_n_episode(policy, env, scorer, seed: int, noise_seed: int, n: int, lookahead: int = 0,
+                      unfinished: str = "prefix") -> tuple[Trajectory, list[dict]]:
+    """One best-of-N episode of `env` from env seed `seed`; the policy's sampling noise is
+    `noise_seed`. Returns the trajectory and its per-chunk choices."""
+    actor_name = {"actor": f"best-of-{n}:{policy.name}"}
+    actor = BestOfNActor(policy, noise_seed, env, scorer, n, episode_provenance(env, seed, actor_name), lookahead,
+                         unfinished)
+    with torch.no_grad():
+        trajectory = record_episode(env, actor.act, seed, provenance=actor_name)
+    return trajectory, actor.choices
+
+
 def best_of_n_episodes(policy, env_name: str, seeds: list[int], noise_seeds: list[int], options: dict, scorer,
-                       n: int, lookahead: int = 0, progress=None, unfinished: str = "prefix") -> tuple[list[Trajectory], list[list[dict]]]:
-    """One best-of-N episode per env seed, one after another in this process (the lookahead
-    steps this process's env); returns the trajectories and each one's per-chunk choices."""
+                       n: int, lookahead: int = 0, progress=None, unfinished: str = "prefix", workers: int = 1,
+                       policy_dir: str | None = None) -> tuple[list[Trajectory], list[list[dict]]]:
+    """One best-of-N episode per env seed; returns the trajectories and each one's per-chunk
+    choices. With `workers` > 1 the episodes run in that many processes
+    (robalign.episode_pool), each loading the policy from `policy_dir` (the same weights as
+    `policy`) and its own copy of the scorer; an episode depends on its seeds alone, so
+    the results are the same as one by one in this process."""
     import robalign.envs as envs
+    from robalign.episode_pool import EpisodePool
 
     if n < 2:
         raise RobalignError(f"best-of-n needs n >= 2 candidates per chunk; got n={n}")
     if lookahead < 0:
         raise RobalignError(f"best-of-n's lookahead is a number of follow-up chunks >= 0; got {lookahead}")
     check_scorer(scorer)
-    env = envs.make(env_name, **options)
-    actor_name = {"actor": f"best-of-{n}:{policy.name}"}
     trajectories, choices = [], []
+
+    def done(result):
+        trajectories.append(result[0])
+        choices.append(result[1])
+        if progress is not None:
+            progress.update(1)
+
+    if workers > 1 and len(seeds) > 1:
+        if policy_dir is None:
+            raise RobalignError("best-of-n in worker processes loads the policy in each: give policy_dir")
+        settings = {"scorer": scorer, "n": n, "lookahead": lookahead, "unfinished": unfinished}
+        with EpisodePool(env_name, options, workers, str(policy_dir), episodes=len(seeds), best_of_n=settings) as pool:
+            for result in pool.ordered(pool.best_of_n_job(s, z) for s, z in zip(seeds, noise_seeds, strict=True)):
+                done(result)
+        return trajectories, choices
+    env = envs.make(env_name, **options)
     try:
-        for seed, noise in zip(seeds, noise_seeds):
-            actor = BestOfNActor(policy, noise, env, scorer, n, episode_provenance(env, seed, actor_name), lookahead,
-                                 unfinished)
-            with torch.no_grad():
-                trajectories.append(record_episode(env, actor.act, seed, provenance=actor_name))
-            choices.append(actor.choices)
-            if progress is not None:
-                progress.update(1)
+        for seed, noise in zip(seeds, noise_seeds, strict=True):
+            done(best_of_n_episode(policy, env, scorer, seed, noise, n, lookahead, unfinished))
     finally:
         env.close()
     return trajectories, choices

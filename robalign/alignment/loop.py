@@ -159,8 +159,8 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
         after, _ = evaluate(policy, "after")
     else:  # best-of-n: the unchanged policy acts through the method on the same held-out seeds
         history = []
-        after, extra["best_of_n"] = _evaluate_best_of_n(policy, env_name, seeds, scorer, truth, threshold, options,
-                                                        method, out, progress)
+        after, extra["best_of_n"] = _evaluate_best_of_n(policy, policy_dir, env_name, seeds, scorer, truth,
+                                                        threshold, options, method, cfg, out, progress)
     policy.eval()
     result = {
         "env": env_name, "method": method.name, "scorer": scorer.name, "objective": truth.name if truth else None,
@@ -232,7 +232,8 @@ def _collect(policy, env_name, env_seeds, noise, states, options, cfg, sampling,
         bar.close()
 
 
-def _evaluate_best_of_n(policy, env_name, seeds, scorer, truth, threshold, options, method, out, progress):
+def _evaluate_best_of_n(policy, policy_dir, env_name, seeds, scorer, truth, threshold, options, method, cfg, out,
+                        progress):
     """after.json's figures for best-of-n on the held-out seeds, and how its choices went:
     per chunk, the chosen candidate's score against the candidates' mean."""
     from tqdm.auto import tqdm
@@ -242,8 +243,9 @@ def _evaluate_best_of_n(policy, env_name, seeds, scorer, truth, threshold, optio
     n = method.n
     bar = tqdm(total=len(seeds), desc=f"eval after (best of {n})", unit="ep", disable=not progress, leave=False)
     try:
-        trajectories, choices = best_of_n_episodes(policy, env_name, seeds, seeds, options, scorer, n,
-                                                   method.lookahead, bar, method.unfinished)
+        trajectories, choices = best_of_n_episodes(
+            policy, env_name, seeds, seeds, options, scorer, n, method.lookahead, bar, method.unfinished,
+            workers=1 if cfg.launcher == "serial" else cfg.num_envs, policy_dir=policy_dir)
     except ScoringError as err:
         raise AlignmentError(f"{err} (in a best-of-{n} lookahead); the run stopped, {out} keeps what was saved") \
             from None

@@ -99,7 +99,7 @@ class RewardScorer(Scorer):
         from robalign.envs.scene import robot_meshes
         from robalign.rewards import load_reward
 
-        self.model = load_reward(path)
+        self.path, self.model = path, load_reward(path)
         self.name = f"{self.model.cfg.method} reward {path!r}"
         self.needs_frames = self.model.visual
         self.image_size = self.model.cfg.image_size
@@ -109,6 +109,9 @@ class RewardScorer(Scorer):
                                 f"ROBALIGN_ROBOT_MESHES={self.look}, but this process draws it with "
                                 f"{robot_meshes()}; set ROBALIGN_ROBOT_MESHES={self.look} (a reward scores "
                                 f"only pictures like those it learnt from)")
+
+    def __reduce__(self):  # to a worker process: its checkpoint path (it loads the weights there)
+        return RewardScorer, (self.path,)
 
     def step_rewards(self, trajectory, score=None, prefix: bool = False):
         drawn = trajectory.provenance.get("robot_meshes")
