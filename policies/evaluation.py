@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
 from pathlib import Path
 
 import numpy as np
@@ -99,9 +100,12 @@ def run_vector(policy, env_name: str, seeds: list[int], options: dict, num_envs:
 
     import robalign.envs as envs
     from robalign.envs.scene import robot_meshes
-    from robalign.rollout import EpisodeRecorder
+    from robalign.rollout import EpisodeRecorder, episode_provenance
 
     make_actor = make_actor or (lambda i, seed: policy.actor(seed))
+    # what the worker envs' own provenance would say (their processes draw the same look)
+    scene = types.SimpleNamespace(name=env_name, distractors=bool(options.get("distractors")),
+                                  robot_meshes=robot_meshes())
     n = min(num_envs, len(seeds))
     # shared_memory=False: gymnasium 1.4.0 never writes Text observations into shared memory,
     # so every instruction would read back as "aaaa..." (200 times the first character).
@@ -129,8 +133,7 @@ def run_vector(policy, env_name: str, seeds: list[int], options: dict, num_envs:
             for i in np.flatnonzero(done):
                 results[slot_episode[i]] = recorders[i].finish(
                     bool(info["is_success"][i]), str(obs["instruction"][i]), None,
-                    {"env": env_name, "seed": int(slot_seed[i]), "distractors": bool(options.get("distractors")),
-                     "robot_meshes": robot_meshes(), "actor": f"policy:{policy.name}"})
+                    episode_provenance(scene, slot_seed[i], {"actor": f"policy:{policy.name}"}))
                 if progress is not None:
                     progress.update(1)
                 if queue:

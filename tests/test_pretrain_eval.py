@@ -174,16 +174,18 @@ def test_behaviour_mode_names_the_experts_mode(env_name):
 
 
 @pytest.mark.slow
-def test_ray_launcher_matches_the_serial_run(demos, tmp_path):
+def test_ray_and_vector_launchers_match_the_serial_run(demos, tmp_path):
     from robalign.policies import load_policy
-    from robalign.policies.evaluation import run_ray, run_serial
+    from robalign.policies.evaluation import run_ray, run_serial, run_vector
 
     policy_dir = main(pretrain_args(demos, tmp_path / "run", 10))
     options = {"camera": False, "distractors": False, "max_steps": 12}
     seeds = [3, 4, 5]
     on_ray = run_ray(str(policy_dir), "reach-around", seeds, options, num_tasks=2)
     here = run_serial(load_policy(policy_dir), "reach-around", seeds, options)
-    for a, b in zip(on_ray, here):
-        assert a.provenance["seed"] == b.provenance["seed"]
+    vector = run_vector(load_policy(policy_dir), "reach-around", seeds, options, num_envs=2)
+    for a, b, c in zip(on_ray, here, vector, strict=True):
+        assert a.provenance == b.provenance == c.provenance  # env, seed, scene, robot look, actor
         np.testing.assert_array_equal(a.action, b.action)
         np.testing.assert_array_equal(a.state, b.state)
+        np.testing.assert_array_equal(c.action, b.action)
