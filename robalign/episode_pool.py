@@ -91,7 +91,8 @@ class EpisodePool:
         return Job("best-of-n", int(seed), noise_seed=int(noise_seed))
 
     def submit(self, job: Job):
-        """A handle whose .get() returns the job's Trajectory (raising what the episode raised)."""
+        """A handle whose .get() returns the job's Trajectory, (Trajectory, choices) for a
+        best-of-n job (raising what the episode raised)."""
         if self._pool is None:
             return _Later(job)
         return self._pool.apply_async(_run_job, (job,))
@@ -184,7 +185,7 @@ def _close_worker() -> None:
     _WORKER.clear()
 
 
-def _run_job(job: Job) -> Trajectory:
+def _run_job(job: Job) -> Trajectory | tuple[Trajectory, list[dict]]:
     from robalign.rollout import expert_episode, record_episode
 
     if "error" in _WORKER:
@@ -202,7 +203,7 @@ def _run_job(job: Job) -> Trajectory:
     elif job.kind == "best-of-n":
         from robalign.alignment.best_of_n import best_of_n_episode
 
-        settings, policy = _WORKER.get("best_of_n"), _WORKER["policy"]
+        settings, policy = _WORKER["best_of_n"], _WORKER["policy"]
         if settings is None or policy is None:
             raise RobalignError("a best-of-n episode needs the pool to be given a policy checkpoint and best_of_n")
         return best_of_n_episode(policy, env, settings["scorer"], job.seed, job.noise_seed, settings["n"],

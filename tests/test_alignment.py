@@ -383,6 +383,9 @@ def test_align_refuses_bad_settings(tmp_path):
               f"output_dir={tmp_path / 'out'}"])
     with pytest.raises(RobalignError, match="rollouts >= 2"):
         main(["align", "policy=x", "scorer=objective", "objective=clearance", "rollouts=1"])
+    with pytest.raises(RobalignError, match="method.unfinished='partial'.*unfinished: prefix or whole"):
+        main(["align", "method=best-of-n", "method.unfinished=partial", "policy=x", "scorer=objective",
+              "objective=clearance"])
     with pytest.raises(RobalignError, match="unknown setting 'round'"):
         main(["align", "round=3"])
     with pytest.raises(RobalignError, match="best-of-n ranks candidates.*grape.likelihood=0"):
@@ -505,6 +508,8 @@ def test_best_of_n_lookahead_follows_each_candidate_with_the_policys_own_chunks(
     assert [True] in [e[:1] for e in scorer.ended] and [False] in [e[:1] for e in scorer.ended]
     with pytest.raises(RobalignError, match="lookahead"):
         best_of_n_episodes(policy, "reach-around", [7], [7], options, scorer, n=2, lookahead=-1)
+    with pytest.raises(RobalignError, match="unfinished.*prefix or whole; got 'partial'"):
+        best_of_n_episodes(policy, "reach-around", [7], [7], options, scorer, n=2, unfinished="partial")
 
 
 @pytest.mark.slow

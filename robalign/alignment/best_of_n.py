@@ -129,6 +129,9 @@ def best_of_n_episodes(policy, env_name: str, seeds: list[int], noise_seeds: lis
         raise RobalignError(f"best-of-n needs n >= 2 candidates per chunk; got n={n}")
     if lookahead < 0:
         raise RobalignError(f"best-of-n's lookahead is a number of follow-up chunks >= 0; got {lookahead}")
+    if unfinished not in ("prefix", "whole"):
+        raise RobalignError(f"best-of-n's unfinished is how an unfinished lookahead is scored: prefix or whole; "
+                            f"got {unfinished!r}")
     check_scorer(scorer)
     trajectories, choices = [], []
 
