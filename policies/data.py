@@ -55,6 +55,39 @@ class DemoWindows:
         self.modes = [str(m) for m in np.asarray(table["mode"])[keep]]
         if len(episode) == 0:
             raise RobalignError(f"dataset {str(root)!r} has no frames")
+        self._index_episodes(episode, n_obs_steps, horizon)
+        self.root, self.keys = root, tuple(keys)
+
+    @classmethod
+    def from_trajectories(cls, trajectories: list, keys: tuple[str, ...], n_obs_steps: int,
+                          horizon: int) -> "DemoWindows":
+        """Windows over in-memory episodes (robalign.types.Trajectory), the same way as over
+        a dataset: what an alignment method imitates from its own rollouts."""
+        if not trajectories:
+            raise RobalignError("no episodes to build training windows from")
+        source = {"state": "state", "environment_state": "env_state", "image": "frames", "action": "action"}
+        self = cls.__new__(cls)
+        self.arrays = {}
+        for key in (*keys, "action"):
+            if key == "instruction":
+                continue
+            parts = [getattr(t, source[key]) for t in trajectories]
+            if any(p is None for p in parts):
+                raise RobalignError(f"the policy reads {key!r} but some episodes were recorded without it "
+                                    f"(Trajectory.{source[key]} is None)")
+            value = torch.as_tensor(np.concatenate(parts))
+            self.arrays[key] = value if key == "image" else value.float()  # frames stay uint8, as decoded demos
+        self.tasks = sorted({t.instruction for t in trajectories})
+        lengths = [len(t) for t in trajectories]
+        self.task_index = torch.as_tensor(np.repeat([self.tasks.index(t.instruction) for t in trajectories],
+                                                    lengths)).long()
+        self.modes = [str(t.mode) for t, n in zip(trajectories, lengths) for _ in range(n)]
+        self._index_episodes(np.repeat(np.arange(len(trajectories)), lengths), n_obs_steps, horizon)
+        self.root, self.keys = None, tuple(keys)
+        return self
+
+    def _index_episodes(self, episode: np.ndarray, n_obs_steps: int, horizon: int) -> None:
+        """Each frame's episode bounds, from (F,) episode labels in which every episode is contiguous."""
         change = np.flatnonzero(np.diff(episode)) + 1
         starts, ends = np.r_[0, change], np.r_[change, len(episode)] - 1
         lengths = ends - starts + 1
@@ -62,7 +95,6 @@ class DemoWindows:
         self.episode_end = torch.as_tensor(np.repeat(ends, lengths))
         self.episode_modes = [self.modes[s] for s in starts]
         self.n_obs_steps, self.horizon = n_obs_steps, horizon
-        self.root, self.keys = root, tuple(keys)
 
     def __len__(self) -> int:
         return len(self.episode_start)
@@ -81,7 +113,7 @@ class DemoWindows:
         out = {"state_dim": self.arrays["state"].shape[1], "action_dim": self.arrays["action"].shape[1]}
         if "environment_state" in self.arrays:
             out["env_state_dim"] = self.arrays["environment_state"].shape[1]
-            layout = recorded_env_state_objects(self.root)
+            layout = recorded_env_state_objects(self.root) if self.root is not None else None
             if layout is not None:
                 out["env_state_layout"] = layout
         if "image" in self.arrays:

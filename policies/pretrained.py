@@ -77,8 +77,12 @@ class Normalizer(nn.Module):
     def __init__(self, stats: dict[str, dict[str, torch.Tensor]]):
         super().__init__()
         self.keys = sorted(stats)
+        # The stats as given, for saving: (c - h, c + h) from the buffers is not bit for bit
+        # (lo, hi), so a saved and reloaded policy would act a last bit differently.
+        self._given = {}
         for key in self.keys:
             lo, hi = stats[key]["min"].float(), stats[key]["max"].float()
+            self._given[key] = (lo.detach().cpu().clone(), hi.detach().cpu().clone())
             centre, half = (hi + lo) / 2, torch.clamp((hi - lo) / 2, min=MIN_RANGE / 2)
             self.register_buffer(f"{key}_centre", centre)
             self.register_buffer(f"{key}_half", half)
@@ -91,11 +95,12 @@ class Normalizer(nn.Module):
         return y * getattr(self, f"{key}_half") + getattr(self, f"{key}_centre")
 
     def stats(self) -> dict[str, torch.Tensor]:
-        """Flat tensors for stats.safetensors: `key.min`, `key.max`."""
+        """Flat tensors for stats.safetensors: `key.min`, `key.max`, exactly as given (a
+        reloaded policy normalises bit for bit as this one)."""
         out = {}
         for key in self.keys:
-            c, h = getattr(self, f"{key}_centre"), getattr(self, f"{key}_half")
-            out[f"{key}.min"], out[f"{key}.max"] = (c - h).contiguous(), (c + h).contiguous()
+            lo, hi = self._given[key]
+            out[f"{key}.min"], out[f"{key}.max"] = lo.contiguous(), hi.contiguous()
         return out
 
 

@@ -203,6 +203,31 @@ def test_tpo_log_ratios_are_exact_and_training_prefers_the_chosen():
     assert ours == pytest.approx(direct, abs=1e-4)
 
 
+def test_expert_iteration_imitates_only_the_kept_episodes():
+    """The chosen side of each state's pairs is imitated with the policy's training loss;
+    the rejected episodes never reach it."""
+    policy = diffusion()
+    before = copy.deepcopy(policy.state_dict())
+    aligner = make_aligner(MethodConfig(name="expert-iteration", lr=1e-3, updates=4, batch=2))
+    g = np.random.default_rng(0)
+
+    def episode(state, level, score):
+        T = 12
+        traj = Trajectory(state=g.normal(size=(T, S)).astype(np.float32), action=np.full((T, A), level, np.float32),
+                          instruction="x", success=True, env_state=g.normal(size=(T, E)).astype(np.float32))
+        return Rollout(traj, [], state, score=score)
+
+    rollouts = [episode(0, 0.5, 1.0), episode(0, -0.5, 0.0), episode(1, 0.5, 2.0), episode(1, -0.5, -1.0)]
+    seen = []
+    loss = policy.compute_loss
+    policy.compute_loss = lambda batch: (seen.append(batch["action"]), loss(batch))[1]  # a spy on what it imitates
+    stats = aligner.update(policy, None, rollouts, preference_pairs(rollouts, 1), None, torch.Generator().manual_seed(0))
+    assert stats["kept"] == 2 and stats["windows"] == 24 and stats["kept_score_mean"] == 1.5
+    assert len(seen) == 4 and all(b.shape == (16, 8, A) and torch.all(b == 0.5) for b in seen)
+    assert any(not torch.equal(before[k], v) for k, v in policy.state_dict().items())
+    assert aligner.update(policy, None, rollouts, [], None, None) == {"kept": 0, "loss": None}
+
+
 def test_methods_refuse_policies_they_cannot_align():
     with pytest.raises(RobalignError, match="tpo needs exact action log-probabilities.*diffusion-dpo"):
         make_aligner(MethodConfig("tpo")).check(diffusion())
@@ -212,7 +237,7 @@ def test_methods_refuse_policies_they_cannot_align():
         make_aligner(MethodConfig("dppo")).check(vla())
     with pytest.raises(RobalignError, match="ft_denoising_steps=9 exceeds the policy's 5"):
         make_aligner(MethodConfig("dppo", ft_denoising_steps=9)).check(diffusion())
-    with pytest.raises(UnknownNameError, match="best-ofn.*diffusion-dpo, dppo, tpo"):
+    with pytest.raises(UnknownNameError, match="best-ofn.*diffusion-dpo, dppo, expert-iteration, tpo"):
         make_aligner(MethodConfig("best-ofn"))
     with pytest.raises(RobalignError, match=r"method.beta=0"):
         MethodConfig("tpo", beta=0)
@@ -374,7 +399,7 @@ def test_objective_returning_nan_stops_the_run_and_keeps_round_zero(pretrained, 
 
 
 def test_align_refuses_bad_settings(tmp_path):
-    with pytest.raises(RobalignError, match="unknown alignment method 'dpo'; valid choices: best-of-n, diffusion-dpo, dppo, tpo"):
+    with pytest.raises(RobalignError, match="unknown alignment method .dpo.; valid choices: best-of-n, diffusion-dpo, dppo, expert-iteration, tpo"):
         main(["align", "method=dpo", "policy=x"])
     with pytest.raises(RobalignError, match="policy=PATH is required"):
         main(["align", "scorer=objective", "objective=clearance"])
@@ -549,3 +574,24 @@ def test_best_of_n_goes_through_the_same_loop_without_rounds(pretrained, tmp_pat
     assert result["drift"]["kl_per_step"] == 0.0
     with pytest.raises(RobalignError, match="method.n=1"):
         main(args(tmp_path / "bad", "method.n=1", "objective=clearance"))
+
+
+@pytest.mark.slow
+def test_expert_iteration_distils_best_of_n_through_the_loop_in_any_launcher(pretrained, tmp_path):
+    """Each round acts best-of-n, keeps the top episode of each state and imitates it; the
+    round's workers load the last saved round's weights, so processes and one by one agree."""
+    def args(out, *extra):
+        return align_args(pretrained, out, "method=expert-iteration", "method.n=2", "method.lookahead=1",
+                          f"objective={__name__}:mean_eef_height", "threshold=1.0", *extra)
+
+    serial = main(args(tmp_path / "serial"))
+    for record in serial["rounds"]:
+        assert record["best_of_n"]["n"] == 2 and record["best_of_n"]["chunks"] == 4 * 3  # 4 episodes of 12 steps
+        assert record["update"]["kept"] == 2 and record["update"]["windows"] == 2 * 12  # the top 1 of 2, per state
+    assert serial["drift"]["kl_per_step"] > 0
+    pooled = main(args(tmp_path / "pooled", "launcher=vector", "num_envs=2"))
+    assert [r["objective_mean"] for r in pooled["rounds"]] == [r["objective_mean"] for r in serial["rounds"]]
+    assert pooled["after"] == serial["after"]
+    with pytest.raises(RobalignError, match="anchor.*give demos=PATH, or set method.anchor_weight=0"):
+        main(args(tmp_path / "anchored", "method.anchor_weight=1"))
+    assert not (tmp_path / "anchored").exists()

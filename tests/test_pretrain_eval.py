@@ -56,6 +56,31 @@ def test_windows_match_lerobots_delta_timestamps(demos):
     assert windows.num_episodes == 3 and sorted(windows.episode_modes) == ["left", "over", "right"]
 
 
+def test_windows_from_trajectories_equal_the_windows_of_their_dataset(tmp_path):
+    """An alignment method imitating its own rollouts cuts windows from Trajectory objects;
+    they are the windows the same episodes give once written as a demo dataset."""
+    from robalign.data.demos import record_demos
+    from robalign.policies.data import DemoWindows
+
+    trajectories = record_demos(tmp_path / "d", "reach-around", 2, camera=False, progress=False, num_envs=1)
+    keys = ("state", "environment_state")
+    from_dataset = DemoWindows(tmp_path / "d", keys, n_obs_steps=2, horizon=8)
+    from_memory = DemoWindows.from_trajectories(trajectories, keys, n_obs_steps=2, horizon=8)
+    assert len(from_memory) == len(from_dataset) == sum(len(t) for t in trajectories)
+    assert torch.equal(from_memory.episode_start, from_dataset.episode_start)
+    assert torch.equal(from_memory.episode_end, from_dataset.episode_end)
+    everything = torch.arange(len(from_dataset))
+    ours, theirs = from_memory.batch(everything), from_dataset.batch(everything)
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert torch.equal(ours[key], theirs[key]), key
+    assert from_memory.episode_modes == from_dataset.episode_modes == [t.mode for t in trajectories]
+    with pytest.raises(RobalignError, match="reads 'image' but some episodes were recorded without it"):
+        DemoWindows.from_trajectories(trajectories, ("state", "image"), 2, 8)
+    with pytest.raises(RobalignError, match="no episodes"):
+        DemoWindows.from_trajectories([], keys, 2, 8)
+
+
 def test_pretrain_then_eval(demos, tmp_path):
     run = tmp_path / "run"
     policy_dir = main(pretrain_args(demos, run, 30))

@@ -5,7 +5,7 @@
     align("runs/pretrain/policy", "reach-around", scorer, MethodConfig("diffusion-dpo"),
           AlignConfig(rounds=4), "runs/align", objective="clearance")
 
-Methods (`ALIGNERS`): tpo, diffusion-dpo, dppo, best-of-n. See `robalign.alignment.methods`.
+Methods (`ALIGNERS`): tpo, diffusion-dpo, dppo, best-of-n, expert-iteration. See `robalign.alignment.methods`.
 """
 
 from .loop import AlignConfig, AlignmentError, align

@@ -19,6 +19,7 @@ Run directory:
     rounds/NNN/           policy/ after round NNN and round.json (scores, pairs, loss, seconds)
     policy/               the aligned policy (the last round's)
     metrics.json          before, after, drift, per-round history (best-of-n: no rounds; its choices)
+                          (expert-iteration: each round also has its best-of-n choices)
     alignment.png         the rounds' scores and satisfied share, before vs after
 """
 
@@ -106,10 +107,13 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
     envs.env_class(env_name)
     out = Path(output_dir).expanduser().absolute()
     aligner = make_aligner(method)
-    if not aligner.trains:  # best-of-n: check its scorer before anything is loaded, run or written
+    if not aligner.trains or aligner.acts_best_of_n:  # check its scorer before anything is loaded, run or written
         from .best_of_n import check_scorer
 
         check_scorer(scorer)
+    if aligner.acts_best_of_n and method.anchor_weight > 0 and not demos:
+        raise RobalignError(f"{method.name}'s anchor (method.anchor_weight={method.anchor_weight}) is the demos' "
+                            f"training loss: give demos=PATH, or set method.anchor_weight=0")
     policy = load_policy(policy_dir)
     aligner.check(policy)
     reference = load_policy(policy_dir).requires_grad_(False)
@@ -153,8 +157,8 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
     if aligner.trains:
         history, start = _saved_rounds(out, policy, cfg.rounds)
         for r in range(start, cfg.rounds):
-            history.append(_round(r, policy, reference, aligner, scorer, truth, threshold, env_name, options, cfg,
-                                  demo_windows, out, progress))
+            history.append(_round(r, policy, policy_dir, reference, aligner, scorer, truth, threshold, env_name,
+                                  options, method, cfg, demo_windows, out, progress))
             _plot(before, None, history, out / "alignment.png")
         after, _ = evaluate(policy, "after")
     else:  # best-of-n: the unchanged policy acts through the method on the same held-out seeds
@@ -183,16 +187,24 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
 
 
 # ---- one round -----------------------------------------------------------------------------
-def _round(r, policy, reference, aligner, scorer, truth, threshold, env_name, options, cfg, demo_windows, out,
-           progress) -> dict:
+def _round(r, policy, policy_dir, reference, aligner, scorer, truth, threshold, env_name, options, method, cfg,
+           demo_windows, out, progress) -> dict:
     t0 = time.perf_counter()
     S, K = cfg.states, cfg.rollouts
     env_seeds = [cfg.train_seed(r, i) for i in range(S) for _ in range(K)]
     noise = [noise_seed(STREAM_ROLLOUT, cfg.seed, r, i, k) for i in range(S) for k in range(K)]
     states = [i for i in range(S) for _ in range(K)]
     policy.eval()
-    rollouts = _collect(policy, env_name, env_seeds, noise, states, options, cfg, aligner.sampling(),
-                        f"round {r} rollouts", progress)
+    choice_figures = {}
+    if aligner.acts_best_of_n:  # the workers load the round's weights: the last saved round's
+        current = out / "rounds" / f"{r - 1:03d}" / "policy" if r else policy_dir
+        trajectories, choices = _best_of_n(policy, current, env_name, env_seeds, noise, options, scorer, method, cfg,
+                                           f"round {r} rollouts (best of {method.n})", progress, out)
+        rollouts = [Rollout(t, [], i) for t, i in zip(trajectories, states)]
+        choice_figures = {"best_of_n": _choice_figures(choices, method)}
+    else:
+        rollouts = _collect(policy, env_name, env_seeds, noise, states, options, cfg, aligner.sampling(),
+                            f"round {r} rollouts", progress)
     trajectories = [x.trajectory for x in rollouts]
     try:
         likelihoods = [aligner.log_likelihood(policy, x) for x in rollouts] if scorer.needs_likelihood else None
@@ -214,7 +226,7 @@ def _round(r, policy, reference, aligner, scorer, truth, threshold, env_name, op
     record = {"round": r, "seeds": [env_seeds[0], env_seeds[-1]], "episodes": len(rollouts),
               "score_mean": float(np.mean(scores)), "score_min": float(np.min(scores)),
               "score_max": float(np.max(scores)), "success_rate": float(np.mean([t.success for t in trajectories])),
-              **_objective_figures(true_values, threshold), "update": stats, "seconds": round(time.perf_counter() - t0, 1)}
+              **_objective_figures(true_values, threshold), **choice_figures, "update": stats, "seconds": round(time.perf_counter() - t0, 1)}
     _save_round(out, r, policy, record)
     if progress:
         shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in record.items() if k != "update"}
@@ -236,28 +248,38 @@ def _evaluate_best_of_n(policy, policy_dir, env_name, seeds, scorer, truth, thre
                         progress):
     """after.json's figures for best-of-n on the held-out seeds, and how its choices went:
     per chunk, the chosen candidate's score against the candidates' mean."""
+    trajectories, choices = _best_of_n(policy, policy_dir, env_name, seeds, seeds, options, scorer, method, cfg,
+                                       f"eval after (best of {method.n})", progress, out)
+    rollouts = [Rollout(t, [], i) for i, t in enumerate(trajectories)]
+    return _figures(rollouts, env_name, scorer, truth, threshold, out, "after"), _choice_figures(choices, method)
+
+
+def _best_of_n(policy, policy_dir, env_name, seeds, noise, options, scorer, method, cfg, desc, progress, out):
+    """Best-of-n episodes (trajectories, per-chunk choices), in `num_envs` processes unless
+    launcher=serial; each process loads the weights from `policy_dir`, the same as `policy`'s."""
     from tqdm.auto import tqdm
 
     from .best_of_n import best_of_n_episodes
 
-    n = method.n
-    bar = tqdm(total=len(seeds), desc=f"eval after (best of {n})", unit="ep", disable=not progress, leave=False)
+    bar = tqdm(total=len(seeds), desc=desc, unit="ep", disable=not progress, leave=False)
     try:
-        trajectories, choices = best_of_n_episodes(
-            policy, env_name, seeds, seeds, options, scorer, n, method.lookahead, bar, method.unfinished,
-            workers=1 if cfg.launcher == "serial" else cfg.num_envs, policy_dir=policy_dir)
+        return best_of_n_episodes(policy, env_name, seeds, noise, options, scorer, method.n, method.lookahead, bar,
+                                  method.unfinished, workers=1 if cfg.launcher == "serial" else cfg.num_envs,
+                                  policy_dir=policy_dir)
     except ScoringError as err:
-        raise AlignmentError(f"{err} (in a best-of-{n} lookahead); the run stopped, {out} keeps what was saved") \
-            from None
+        raise AlignmentError(f"{err} (in a best-of-{method.n} lookahead); the run stopped, {out} keeps what was "
+                             f"saved") from None
     finally:
         bar.close()
-    rollouts = [Rollout(t, [], i) for i, t in enumerate(trajectories)]
+
+
+def _choice_figures(choices: list[list[dict]], method) -> dict:
+    """How best-of-n's choices went: per chunk, the chosen candidate's score against the candidates' mean."""
     picks = [c for episode in choices for c in episode]
     gains = [c["scores"][c["chosen"]] - float(np.mean(c["scores"])) for c in picks]
-    choice_figures = {"n": n, "lookahead": method.lookahead, "unfinished": method.unfinished, "chunks": len(picks),
-                      "chosen_minus_mean_score": float(np.mean(gains)) if gains else None,
-                      "chosen_share_not_first": float(np.mean([c["chosen"] != 0 for c in picks])) if picks else None}
-    return _figures(rollouts, env_name, scorer, truth, threshold, out, "after"), choice_figures
+    return {"n": method.n, "lookahead": method.lookahead, "unfinished": method.unfinished, "chunks": len(picks),
+            "chosen_minus_mean_score": float(np.mean(gains)) if gains else None,
+            "chosen_share_not_first": float(np.mean([c["chosen"] != 0 for c in picks])) if picks else None}
 
 
 def _anchor(aligner, demo_windows, chosen: list[Rollout], generator):

@@ -6,6 +6,8 @@
     dppo           DPPO: PPO over env steps x the last denoising steps, KL-penalised to the reference
     best-of-n      training-free: N candidate chunks, each tried in the simulator, the best runs
                    (robalign.alignment.best_of_n; the loop skips its rounds)
+    expert-iteration  best-of-n distilled into the weights: each round's rollouts act best-of-n,
+                   the top m per state are imitated with the policy's own training loss
 
 Preference loss over chosen w and rejected l trajectories (Rafailov et al.; GRAPE eq. 4):
     -log sigmoid(beta * [(log pi(w) - log pi_ref(w)) - (log pi(l) - log pi_ref(l))])
@@ -39,7 +41,7 @@ ALIGNERS: Registry = Registry("alignment method")
 class MethodConfig:
     """Settings of one alignment method; each method's yaml in configs/align_method/ sets its own."""
 
-    name: str = "diffusion-dpo"   # tpo | diffusion-dpo | dppo | best-of-n
+    name: str = "diffusion-dpo"   # tpo | diffusion-dpo | dppo | best-of-n | expert-iteration
     lr: float = 1e-5              # AdamW learning rate (a fresh optimiser each round)
     updates: int = 40             # gradient steps per round (>= 1)
     batch: int = 8                # pairs (preference methods) or chunks x 8 (dppo) per gradient step
@@ -54,7 +56,7 @@ class MethodConfig:
     gamma: float = 0.99           # discount per chunk
     eta: float = 1.0              # DDIM stochasticity of the rollout sampler
     min_std: float = 0.1          # floor of each denoising step's std (model units)
-    # best-of-n
+    # best-of-n (and the rollouts of expert-iteration)
     n: int = 8                    # candidate chunks sampled and tried per chunk
     lookahead: int = 0            # chunks the policy plans after each candidate before it is scored
     unfinished: str = "prefix"    # how an OT reward scores a lookahead that has not ended: against the demos'
@@ -82,6 +84,7 @@ class Aligner:
     name: ClassVar[str]
     uses_step_rewards: ClassVar[bool] = False  # update() reads each rollout's per-step rewards
     trains: ClassVar[bool] = True  # False: no rounds; the policy acts through the method instead (best-of-n)
+    acts_best_of_n: ClassVar[bool] = False  # the rounds' rollouts act best-of-n (they then record no chunks)
 
     def __init__(self, cfg: MethodConfig):
         self.cfg = cfg
@@ -335,6 +338,54 @@ class BestOfN(Aligner):
 
     def update(self, policy, reference, rollouts, pairs, anchor, generator):
         raise RobalignError("best-of-n does not update the policy")
+
+
+@ALIGNERS.register("expert-iteration")
+class ExpertIteration(Aligner):
+    """Expert iteration (Anthony et al. 2017), with best-of-n as the expert: the round's
+    rollouts act best-of-n with the scorer (n candidates per chunk, lookahead), and the
+    policy imitates the top m of each initial state (the chosen side of the loop's pairs)
+    with its own training loss, on windows cut from those episodes as from demos. What
+    best-of-n found in the simulator ends up in weights that act alone, on the real arm too;
+    the next round searches around the improved policy."""
+
+    name = "expert-iteration"
+    acts_best_of_n = True
+
+    def check(self, policy):
+        if not hasattr(policy, "compute_loss"):
+            raise RobalignError(f"expert-iteration imitates episodes with the policy's training loss; the "
+                                f"{policy.name} policy has no compute_loss")
+
+    def update(self, policy, reference, rollouts, pairs, anchor, generator):
+        from robalign.policies.data import DemoWindows
+
+        kept = list({id(w): w for w, _ in pairs}.values())  # the top m of each state, once each
+        if not kept:
+            return {"kept": 0, "loss": None}
+        c = policy.config
+        windows = DemoWindows.from_trajectories([r.trajectory for r in kept], type(policy).input_keys(c),
+                                                c.n_obs_steps, type(policy).window_horizon(c))
+        optimizer = self._optimizer(policy)
+        losses, anchors = [], []
+        for _ in range(self.cfg.updates):
+            index = torch.randint(len(windows), (self.cfg.batch * 8,), generator=generator)
+            batch = {k: v.to(policy.device) if torch.is_tensor(v) else v for k, v in windows.batch(index).items()}
+            loss = policy.compute_loss(batch)
+            losses.append(float(loss.detach()))
+            if self.cfg.anchor_weight > 0:
+                anchor_loss = anchor(policy)
+                anchors.append(float(anchor_loss.detach()))
+                loss = loss + self.cfg.anchor_weight * anchor_loss
+            _step(optimizer, policy, loss, self.cfg.grad_clip)
+        return {"kept": len(kept), "kept_success": float(np.mean([r.trajectory.success for r in kept])),
+                "kept_score_mean": float(np.mean([r.score for r in kept])), "windows": len(windows),
+                "loss": float(np.mean(losses)), "loss_first": losses[0], "loss_last": losses[-1],
+                "anchor": float(np.mean(anchors)) if anchors else None}
+
+    def chunk_nll(self, policy, chunks):
+        raise RobalignError("expert-iteration's anchor is the demos' training loss: give demos=PATH, or set "
+                            "method.anchor_weight=0")
 
 
 def _draws(policy, samples: torch.Tensor, slots: list[int], generator):
