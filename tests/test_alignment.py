@@ -90,11 +90,6 @@ def test_pairs_are_top_m_against_bottom_m_per_state():
     assert sorted(pairs) == [(0, 3.0, 1.0), (0, 3.0, 2.0), (0, 5.0, 1.0), (0, 5.0, 2.0), (1, 4.0, 0.5)]
     # state 1 has 3 rollouts: m is capped at 1; ties and small gaps are skipped with a margin
     assert [(w.score, lo.score) for w, lo in preference_pairs(rollouts, m=1, margin=1.5)] == [(5.0, 1.0), (4.0, 0.5)]
-    # a state whose rollouts all tie gives no preference, but its first for a method that imitates
-    tied = [Rollout(traj, [], 2, 7.0), Rollout(traj, [], 2, 7.0)]
-    assert preference_pairs(tied, m=1) == []
-    (w, lo), = preference_pairs(tied, m=1, keep_ties=True)
-    assert w is tied[0] and lo is tied[1]
 
 
 def raising_objective(traj):
@@ -222,8 +217,8 @@ def test_expert_iteration_imitates_only_the_kept_episodes():
                           instruction="x", success=True, env_state=g.normal(size=(T, E)).astype(np.float32))
         return Rollout(traj, [], state, score=score)
 
-    rollouts = [episode(0, 0.5, 1.0), episode(0, -0.5, 0.0), episode(1, 0.5, 2.0), episode(1, -0.5, -1.0)]
-    assert aligner.imitates  # the loop pairs with keep_ties=True for it
+    rollouts = [episode(0, 0.5, 1.0), episode(0, -0.5, 0.0), episode(1, 0.5, 2.0), episode(1, -0.5, -1.0),
+                episode(2, 0.5, 3.0), episode(2, 0.5, 3.0)]  # state 2 ties: nothing to prefer, nothing kept
     seen = []
     loss = policy.compute_loss
     policy.compute_loss = lambda batch: (seen.append(batch["action"]), loss(batch))[1]  # a spy on what it imitates

@@ -218,7 +218,7 @@ def _round(r, policy, policy_dir, reference, aligner, scorer, truth, threshold, 
         kept = f"rounds 0-{r - 1} are saved in {out / 'rounds'}" if r else "no round had finished"
         raise AlignmentError(f"{err}. Round {r} stopped before its update; {kept}; fix the scorer and rerun "
                              f"with resume=true to continue from round {r}") from None
-    pairs = preference_pairs(rollouts, cfg.top_m, cfg.margin, keep_ties=aligner.imitates)
+    pairs = preference_pairs(rollouts, cfg.top_m, cfg.margin)
     torch.manual_seed(noise_seed(STREAM_LOSS, cfg.seed, r))  # draws inside the losses (anchors)
     generator = torch.Generator().manual_seed(noise_seed(STREAM_BATCHES, cfg.seed, r))
     anchor = _anchor(aligner, demo_windows, [w for w, _ in pairs] or rollouts, generator)

@@ -84,7 +84,6 @@ class Aligner:
     name: ClassVar[str]
     uses_step_rewards: ClassVar[bool] = False  # update() reads each rollout's per-step rewards
     trains: ClassVar[bool] = True  # False: no rounds; the policy acts through the method instead (best-of-n)
-    imitates: ClassVar[bool] = False  # update() imitates the chosen side only: pairs keep tied states
     acts_best_of_n: ClassVar[bool] = False  # the rounds' rollouts act best-of-n (they then record no chunks)
 
     def __init__(self, cfg: MethodConfig):
@@ -345,15 +344,15 @@ class BestOfN(Aligner):
 class ExpertIteration(Aligner):
     """Expert iteration (Anthony et al. 2017), with best-of-n as the expert: the round's
     rollouts act best-of-n with the scorer (n candidates per chunk, lookahead), and the
-    policy imitates the top m of each initial state (the chosen side of the loop's pairs;
-    a state whose rollouts tie still gives its first)
+    policy imitates the top m of each initial state (the chosen side of the loop's pairs: a
+    state whose rollouts the scorer could not tell apart gives none, as it shows nothing of
+    what the scorer prefers; keeping them measured worse, README)
     with its own training loss, on windows cut from those episodes as from demos. What
     best-of-n found in the simulator ends up in weights that act alone, on the real arm too;
     the next round searches around the improved policy."""
 
     name = "expert-iteration"
     acts_best_of_n = True
-    imitates = True
 
     def check(self, policy):
         if not hasattr(policy, "compute_loss"):

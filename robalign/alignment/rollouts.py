@@ -94,12 +94,9 @@ def collect(policy, env_name: str, env_seeds: list[int], noise_seeds: list[int],
     return out
 
 
-def preference_pairs(rollouts: list[Rollout], m: int, margin: float = 0.0,
-                     keep_ties: bool = False) -> list[tuple[Rollout, Rollout]]:
+def preference_pairs(rollouts: list[Rollout], m: int, margin: float = 0.0) -> list[tuple[Rollout, Rollout]]:
     """(chosen, rejected) pairs: per initial state, each of the top m rollouts against each
-    of the bottom m (GRAPE), skipping pairs whose scores differ by `margin` or less unless
-    `keep_ties` (for a method that only imitates the chosen side: a state whose rollouts all
-    scored the same still gives its first). Equal scores keep the rollouts' order."""
+    of the bottom m (GRAPE), skipping pairs whose scores differ by `margin` or less."""
     by_state: dict[int, list[Rollout]] = {}
     for r in rollouts:
         by_state.setdefault(r.state, []).append(r)
@@ -109,7 +106,7 @@ def preference_pairs(rollouts: list[Rollout], m: int, margin: float = 0.0,
         k = min(m, len(ranked) // 2)
         for w in ranked[:k]:
             for lo in ranked[len(ranked) - k:]:
-                if keep_ties or w.score - lo.score > margin:
+                if w.score - lo.score > margin:
                     pairs.append((w, lo))
     return pairs
 
