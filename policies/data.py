@@ -124,9 +124,9 @@ class DemoWindows:
         """Indices of the frames in each episode's first `steps` steps (all of a shorter one)."""
         return torch.nonzero(torch.arange(len(self)) - self.episode_start < steps)[:, 0]
 
-    def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+    def batch(self, index: torch.Tensor, device=None) -> dict[str, torch.Tensor]:
         """Training batch for frames `index` (B,): obs (B, To, ...), action (B, Hz, A), action_is_pad (B, Hz),
-        and `instruction` (B strings) when the policy reads it."""
+        and `instruction` (B strings) when the policy reads it; tensors on `device` when given."""
         To = self.n_obs_steps
         start, end = self.episode_start[index, None], self.episode_end[index, None]
         obs_idx = torch.maximum(index[:, None] + torch.arange(1 - To, 1), start)
@@ -135,6 +135,8 @@ class DemoWindows:
         out = {k: v[obs_idx] for k, v in self.arrays.items() if k != "action"}
         out["action"] = self.arrays["action"][act_idx]
         out["action_is_pad"] = (act_raw > end) | (act_raw < start)
+        if device is not None:
+            out = {k: v.to(device) for k, v in out.items()}
         if "instruction" in self.keys:
             out["instruction"] = [self.tasks[i] for i in self.task_index[index].tolist()]
         return out

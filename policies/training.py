@@ -135,7 +135,7 @@ def pretrain(policy_name: str, dataset: str | Path, output_dir: str | Path, trai
     starts = data.window_starts(train.episode_start_steps)  # once: the sampler draws from it every step
     while step < train.steps:
         index = train.sample(len(data), starts, generator)
-        batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in data.batch(index).items()}
+        batch = data.batch(index, accelerator.device)
         for group in optimizer.param_groups:
             group["lr"] = train.lr_at(step)
         loss = policy(batch)  # forward = compute_loss; through the DDP wrapper so gradients sync

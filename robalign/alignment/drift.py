@@ -54,7 +54,7 @@ def demo_nll(policy, demos, seed: int = 0, batch: int = 256) -> float | None:
         return None
     g = torch.Generator().manual_seed(seed)
     index = torch.randint(len(demos), (min(batch, len(demos)),), generator=g)
-    data = {k: v.to(policy.device) if torch.is_tensor(v) else v for k, v in demos.batch(index).items()}
+    data = demos.batch(index, policy.device)
     state = torch.get_rng_state()
     torch.manual_seed(seed)  # compute_loss draws noise and timesteps from the global stream
     try:

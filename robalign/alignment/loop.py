@@ -288,8 +288,7 @@ def _anchor(aligner, demo_windows, chosen: list[Rollout], generator):
     if demo_windows is not None:
         def on_demos(policy):
             index = torch.randint(len(demo_windows), (64,), generator=generator)
-            batch = {k: v.to(policy.device) if torch.is_tensor(v) else v for k, v in demo_windows.batch(index).items()}
-            return policy.compute_loss(batch)
+            return policy.compute_loss(demo_windows.batch(index, policy.device))
         return on_demos
     chunks = [c for r in chosen for c in r.chunks]
 

@@ -372,8 +372,7 @@ class ExpertIteration(Aligner):
         losses, anchors = [], []
         for _ in range(self.cfg.updates):
             index = torch.randint(len(windows), (self.cfg.batch * 8,), generator=generator)
-            batch = {k: v.to(policy.device) if torch.is_tensor(v) else v for k, v in windows.batch(index).items()}
-            loss = policy.compute_loss(batch)
+            loss = policy.compute_loss(windows.batch(index, policy.device))
             losses.append(float(loss.detach()))
             if self.cfg.anchor_weight > 0:
                 anchor_loss = anchor(policy)
@@ -384,10 +383,6 @@ class ExpertIteration(Aligner):
                 "kept_score_mean": float(np.mean([r.score for r in kept])), "windows": len(windows),
                 "loss": float(np.mean(losses)), "loss_first": losses[0], "loss_last": losses[-1],
                 "anchor": float(np.mean(anchors)) if anchors else None}
-
-    def chunk_nll(self, policy, chunks):
-        raise RobalignError("expert-iteration's anchor is the demos' training loss: give demos=PATH, or set "
-                            "method.anchor_weight=0")
 
 
 def _draws(policy, samples: torch.Tensor, slots: list[int], generator):
