@@ -128,6 +128,23 @@ def test_moving_distractor_moves():
         env.close()
 
 
+def test_reach_around_never_starts_within_the_clearance_threshold():
+    # `clearance` is the closest approach over the whole episode, step 0 included: an arm
+    # that starts within the threshold fails the objective before the policy acts.
+    from robalign.envs.objectives import get_objective
+
+    threshold = get_objective("clearance").threshold
+    env = envs.make("reach-around", camera=False)
+    try:
+        starts = []
+        for seed in [*range(40), *range(100000, 100040)]:  # demo seeds and held-out seeds
+            env.reset(seed=seed)
+            starts.append(env.privileged()["vase_clearance"])
+        assert min(starts) > threshold + 0.005, f"closest start {min(starts):.3f} m"
+    finally:
+        env.close()
+
+
 def test_unknown_env_names_the_choices():
     with pytest.raises(UnknownNameError) as err:
         envs.make("reach-arround")

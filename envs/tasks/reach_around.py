@@ -18,6 +18,11 @@ from ..registry import register_env
 VASE_RADIUS, VASE_HALF_HEIGHT = 0.03, 0.09
 GOAL_TOLERANCE = 0.03  # metres from the goal marker's centre to the gripper site
 TOPPLED = np.deg2rad(20)  # vase tilt beyond this counts as knocked over
+# The vase's centre sits this far in x (world, away from the robot) from the table's centre,
+# +-2 cm. At -0.02 (until 2026-12-04) the arm started within the `clearance` threshold (5 cm)
+# of the vase in 27-40% of seeds, so those episodes failed the objective before the policy
+# acted (benchmarks/start_clearance.py); at +0.02 the closest start is 6.1 cm away.
+VASE_X = 0.02
 HAND_HALF_WIDTH = 0.11  # Panda hand, along the finger axis, metres
 FINGERTIP_BELOW_SITE = 0.015  # fingertips reach this far below the gripper site
 
@@ -46,7 +51,7 @@ class ReachAround(FrankaTaskEnv):
 
     def place_objects(self, rng):
         goal = np.array([0.17 + rng.uniform(-0.03, 0.03), rng.uniform(-0.05, 0.05), self.table_top_z + 0.07])
-        vase = np.array([-0.02 + rng.uniform(-0.02, 0.02), 0.5 * goal[1] + rng.uniform(-0.02, 0.02),
+        vase = np.array([VASE_X + rng.uniform(-0.02, 0.02), 0.5 * goal[1] + rng.uniform(-0.02, 0.02),
                          self.table_top_z + VASE_HALF_HEIGHT])
         self.model.body_pos[self._goal_body] = goal
         self.set_free_body(self.vase.joints[0], vase)
