@@ -27,8 +27,9 @@ CACHE = Path(__file__).parent / ".cache" / "reward-pools"
 
 
 def pool_dir(env_name: str, distractors: bool, frame_size: int = 96) -> Path:
-    """One pool per task, scene, frame size and robot look ($ROBALIGN_ROBOT_MESHES)."""
-    return CACHE / f"{env_name}-{'distractors' if distractors else 'clean'}-{frame_size}px-{robot_meshes()}"
+    """One pool per task revision, scene, frame size and robot look ($ROBALIGN_ROBOT_MESHES)."""
+    scene = "distractors" if distractors else "clean"
+    return CACHE / f"{env_name}-r{envs.env_class(env_name).revision}-{scene}-{frame_size}px-{robot_meshes()}"
 
 
 def build_pool(env_name: str, distractors: bool, size: int, frame_size: int = 96) -> Path:

@@ -79,6 +79,9 @@ class FrankaTaskEnv(gym.Env):
     # positions invite replaying a memorised path.
     env_state_objects: ClassVar[tuple[tuple[str, int, bool], ...]]
     default_max_steps: ClassVar[int] = 200
+    # Raised whenever a task's layout or physics changes what its episodes look like, so
+    # caches of episodes (benchmarks' reward pools) keyed by it are rebuilt, not reused.
+    revision: ClassVar[int] = 1
     # Instruction wordings never used in demos, for `instructions="held-out"` (evaluation of
     # language generalisation); tasks with a fixed instruction keep none.
     HELD_OUT_PARAPHRASES: ClassVar[tuple[str, ...]] = ()

@@ -35,6 +35,7 @@ class ReachAround(FrankaTaskEnv):
     env_state_size = 10  # vase position 3, vase quaternion wxyz 4, goal position 3
     env_state_objects = (("vase", 7, True), ("goal", 3, True))
     default_max_steps = 160
+    revision = 2  # 2026-12-04: the vase 4 cm further from the arm (VASE_X)
 
     def build_objects(self):
         self.vase = CylinderObject(
