@@ -137,6 +137,7 @@ def run_demos(cfg: DictConfig) -> Path:
                                 distractors=cfg.env.distractors, perturb=cfg.perturb)
         summary = {
             "env": cfg.env.name,
+            "env_revision": recorded[0].provenance["env_revision"],  # the task layout the demos show
             "episodes": len(recorded),
             "frames": int(sum(len(t) for t in recorded)),
             "modes": {m: sum(t.mode == m for t in recorded) for m in modes},

@@ -96,9 +96,10 @@ def record_episode(
 
 
 def episode_provenance(env, seed: int, extra: dict | None = None) -> dict:
-    """What every recorded episode says of where it came from: env, seed, scene and robot look."""
-    return {"env": env.name, "seed": int(seed), "distractors": env.distractors, "robot_meshes": env.robot_meshes,
-            **(extra or {})}
+    """What every recorded episode says of where it came from: env and its revision, seed, scene
+    and robot look."""
+    return {"env": env.name, "env_revision": env.revision, "seed": int(seed), "distractors": env.distractors,
+            "robot_meshes": env.robot_meshes, **(extra or {})}
 
 
 def expert_episode(env, mode: str, seed: int, video: list | None = None, noise: float = 0.0,

@@ -25,6 +25,7 @@ def test_demos_round_trip_through_lerobot(tmp_path):
     assert (out / "config.yaml").read_text().count("reach-around") >= 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["modes"] == {"left": 1, "over": 1}
+    assert summary["env_revision"] == envs.env_class("reach-around").revision == 2
     assert sorted(p.name for p in (out / "videos").glob("*.mp4")) == ["left-seed5.mp4", "over-seed6.mp4"]
 
     ds = LeRobotDataset("robalign/reach-around", root=out / "dataset")
