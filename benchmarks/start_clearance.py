@@ -2,12 +2,13 @@
 gripper's closest approach to the vase over the whole episode, step 0 included, so an
 episode whose arm starts within the threshold (5 cm) fails it whatever the policy does.
 
-    .venv/bin/python benchmarks/start_clearance.py [--shift 0.02 0.04 0.06]
+    .venv/bin/python benchmarks/start_clearance.py [--shift -0.04 -0.02]
 
 Prints, per seed range (demos, alignment's training states, held-out evaluation), the
 share of initial states already within the threshold, and the same for the held-out seeds
-with the vase placed `--shift` metres further from the arm's start (along +x): what a
-task-geometry fix would change.
+with the vase placed `--shift` metres further from the arm's start (along +x). The default
+shifts show layouts closer to the arm: -0.04 is the layout before task revision 2, where
+34% of held-out seeds started within 5 cm.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def start_clearance(env, seeds) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shift", type=float, nargs="*", default=[0.02, 0.04, 0.06])
+    parser.add_argument("--shift", type=float, nargs="*", default=[-0.04, -0.02])
     args = parser.parse_args()
     threshold = get_objective("clearance").threshold
     env = envs.make("reach-around", camera=False)
