@@ -330,6 +330,9 @@ def test_align_end_to_end(pretrained, tmp_path):
         for key in ("success_rate", "objective_mean", "satisfied_share", "drift"):
             assert key in saved[side], (side, key)
     assert len(saved["rounds"]) == 2 and saved["rounds"][0]["episodes"] == 4
+    first = saved["rounds"][0]
+    assert len(first["episode_scores"]) == 4 and max(first["episode_scores"]) == first["score_max"]
+    assert first["episode_scores"] == first["episode_objective_values"]  # the scorer is the objective itself
     assert saved["rounds"][0]["update"]["loss_first"] == pytest.approx(math.log(2), abs=0.2)
     assert saved["drift"]["kl_per_step"] > 0 and saved["drift"]["demo_nll"] is not None
     assert saved["before"]["drift"]["kl_per_step"] == 0.0

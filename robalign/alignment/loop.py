@@ -16,7 +16,7 @@ round and ends where an uninterrupted run would. Each round starts a fresh AdamW
 Run directory:
     align.json            the settings (a resume must match them)
     before.json           held-out evaluation of the reference; heldout.safetensors its windows
-    rounds/NNN/           policy/ after round NNN and round.json (scores, pairs, loss, seconds)
+    rounds/NNN/           policy/ after round NNN and round.json (each episode's score, pairs, loss, seconds)
     policy/               the aligned policy (the last round's)
     metrics.json          before, after, drift, per-round history (best-of-n: no rounds; its choices)
                           (expert-iteration: each round also has its best-of-n choices)
@@ -226,10 +226,16 @@ def _round(r, policy, policy_dir, reference, aligner, scorer, truth, threshold, 
     record = {"round": r, "seeds": [env_seeds[0], env_seeds[-1]], "episodes": len(rollouts),
               "score_mean": float(np.mean(scores)), "score_min": float(np.min(scores)),
               "score_max": float(np.max(scores)), "success_rate": float(np.mean([t.success for t in trajectories])),
-              **_objective_figures(true_values, threshold), **choice_figures, "update": stats, "seconds": round(time.perf_counter() - t0, 1)}
+              **_objective_figures(true_values, threshold), **choice_figures, "pairs": len(pairs),
+              # each episode's score and objective, in rollout order (states x rollouts): what
+              # the pairs were formed from, and whether a state's rollouts tied
+              "episode_scores": [float(s) for s in scores],
+              "episode_objective_values": None if true_values is None else [float(v) for v in true_values],
+              "update": stats, "seconds": round(time.perf_counter() - t0, 1)}
     _save_round(out, r, policy, record)
     if progress:
-        shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in record.items() if k != "update"}
+        shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in record.items()
+                 if k not in ("update", "episode_scores", "episode_objective_values")}
         print(f"round {r}: {shown}", flush=True)
     return record
 
