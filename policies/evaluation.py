@@ -104,8 +104,8 @@ def run_vector(policy, env_name: str, seeds: list[int], options: dict, num_envs:
 
     make_actor = make_actor or (lambda i, seed: policy.actor(seed))
     # what the worker envs' own provenance would say (their processes draw the same look)
-    scene = types.SimpleNamespace(name=env_name, distractors=bool(options.get("distractors")),
-                                  robot_meshes=robot_meshes())
+    scene = types.SimpleNamespace(name=env_name, revision=envs.env_class(env_name).revision,
+                                  distractors=bool(options.get("distractors")), robot_meshes=robot_meshes())
     n = min(num_envs, len(seeds))
     # shared_memory=False: gymnasium 1.4.0 never writes Text observations into shared memory,
     # so every instruction would read back as "aaaa..." (200 times the first character).
