@@ -226,7 +226,7 @@ def _round(r, policy, policy_dir, reference, aligner, scorer, truth, threshold, 
     record = {"round": r, "seeds": [env_seeds[0], env_seeds[-1]], "episodes": len(rollouts),
               "score_mean": float(np.mean(scores)), "score_min": float(np.min(scores)),
               "score_max": float(np.max(scores)), "success_rate": float(np.mean([t.success for t in trajectories])),
-              **_objective_figures(true_values, threshold), **choice_figures, "pairs": len(pairs),
+              **_objective_figures(true_values, threshold), **choice_figures,
               # each episode's score and objective, in rollout order (states x rollouts): what
               # the pairs were formed from, and whether a state's rollouts tied
               "episode_scores": [float(s) for s in scores],
