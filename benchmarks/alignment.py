@@ -5,11 +5,16 @@ held-out seeds, side by side for each reward.
     python benchmarks/alignment.py --policy runs/pt/policy --demos runs/demos --run runs/bench-align \
         --rewards rapl rlhf oracle --objective clearance
     python benchmarks/alignment.py ... --set method=best-of-n method.n=8 --suffix -best-of-8
+    python benchmarks/alignment.py --env mug-grasp --objective handle-grasp ...
 
 Steps (each skipped when its directory already exists, so a killed benchmark continues):
   1. `rollouts` of the pretrained policy into a preference store, `prefs queries` (random
      triplets: each implies 3 pairs, so 50 triplets = 150 preferences), `prefs simulate`
-  2. `reward method=M` per reward (oracle: the objective itself)
+  2. `reward method=M` per reward (oracle: the objective itself). OT rewards (rapl,
+     imagenet-ot) match rollouts against the 5 compared rollouts the answers rank highest
+     (`--references preferred`, as the reward benchmark does), not against the pretraining
+     demos: those show every mode, so a rollout that copies a disliked one (a rim grasp, a
+     pass close to the vase) would match a demo as well as a liked one does.
   3. `align scorer=reward reward=...` per reward with the same seeds and settings
 Prints one table: success, the objective's mean and satisfied share, KL to the reference.
 """
@@ -24,6 +29,11 @@ from pathlib import Path
 from robalign.cli import VERBS, compose
 
 
+# Scale of the objective's units for the simulated person (P = sigmoid(rationality * diff)):
+# clearance is in metres (1 cm apart: 88% vs 12%), handle-grasp a share (as benchmarks/reward_alignment.py).
+RATIONALITY = {"clearance": 200.0, "handle-grasp": 10.0}
+
+
 def robalign(*argv: str):
     return VERBS[argv[0]](compose(argv[0], list(argv[1:])))
 
@@ -35,26 +45,37 @@ def main() -> None:
     parser.add_argument("--run", required=True)
     parser.add_argument("--env", default="reach-around")
     parser.add_argument("--objective", default="clearance")
+    parser.add_argument("--rationality", type=float, default=None,
+                        help="the simulated person's; default per objective: " + str(RATIONALITY))
+    parser.add_argument("--references", choices=["preferred", "demos"], default="preferred",
+                        help="what OT rewards match rollouts against: the 5 most preferred compared "
+                             "rollouts, or every demo in --demos")
     parser.add_argument("--rewards", nargs="+", default=["rapl", "rlhf", "oracle"])
     parser.add_argument("--rollouts", type=int, default=40, help="episodes people compare")
     parser.add_argument("--triplets", type=int, default=50, help="triplet queries (x3 preferences)")
     parser.add_argument("--set", nargs="*", default=[], help="extra `robalign align` overrides, e.g. rounds=4")
     parser.add_argument("--suffix", default="", help="appended to each align-REWARD directory (another method's run)")
     args = parser.parse_args()
+    if args.rationality is None:
+        if args.objective not in RATIONALITY:
+            parser.error(f"--rationality is needed for objective {args.objective!r} "
+                         f"(defaults exist for {sorted(RATIONALITY)})")
+        args.rationality = RATIONALITY[args.objective]
     run = Path(args.run)
     store = run / "prefs"
     if not (store / ".complete").is_file():
         robalign("rollouts", f"env={args.env}", f"policy={args.policy}", f"n={args.rollouts}", f"store={store}",
                  "seed=20000", "progress=false")
         robalign("prefs queries", f"store={store}", f"n={args.triplets}", "kind=triplet", "strategy=random")
-        robalign("prefs simulate", f"store={store}", f"objective={args.objective}", "rationality=200",
+        robalign("prefs simulate", f"store={store}", f"objective={args.objective}", f"rationality={args.rationality}",
                  "progress=false")
         (store / ".complete").write_text("")
     rows = []
     for method in args.rewards:
         reward = run / f"reward-{method}"
         if not (reward / "reward_config.json").is_file():
-            robalign("reward", f"method={method}", f"prefs={store}", f"demos={args.demos}",
+            references = [f"demos={args.demos}"] if args.references == "demos" else []
+            robalign("reward", f"method={method}", f"prefs={store}", *references,
                      f"objective={args.objective}", f"output_dir={reward}", "progress=false")
         out = run / f"align-{method}{args.suffix}"
         if not (out / "metrics.json").is_file():
