@@ -12,9 +12,11 @@ Steps (each skipped when its directory already exists, so a killed benchmark con
      triplets: each implies 3 pairs, so 50 triplets = 150 preferences), `prefs simulate`
   2. `reward method=M` per reward (oracle: the objective itself). OT rewards (rapl,
      imagenet-ot) match rollouts against the 5 compared rollouts the answers rank highest
-     (`--references preferred`, as the reward benchmark does), not against the pretraining
-     demos: those show every mode, so a rollout that copies a disliked one (a rim grasp, a
-     pass close to the vase) would match a demo as well as a liked one does.
+     (`--references preferred`, as benchmarks/reward_alignment.py does) or against every
+     pretraining demo (`--references demos`, the runs before 2026-12-04). The demos show
+     every mode, the disliked ones too; on 40 held-out rollouts the two choices ranked the
+     objective about equally (Spearman rho 0.46 vs 0.40 reach-around, 0.62 vs 0.68
+     mug-grasp: within one seed's noise), so the README's rows say which they used.
   3. `align scorer=reward reward=...` per reward with the same seeds and settings
 Prints one table: success, the objective's mean and satisfied share, KL to the reference.
 """
