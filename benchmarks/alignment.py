@@ -30,10 +30,11 @@ from pathlib import Path
 
 from robalign.cli import VERBS, compose
 
+from reward_alignment import TASKS
 
-# Scale of the objective's units for the simulated person (P = sigmoid(rationality * diff)):
-# clearance is in metres (1 cm apart: 88% vs 12%), handle-grasp a share (as benchmarks/reward_alignment.py).
-RATIONALITY = {"clearance": 200.0, "handle-grasp": 10.0}
+# The simulated person's rationality per objective (P = sigmoid(rationality * diff)), the
+# reward benchmark's: clearance in metres (1 cm apart: 88% vs 12%), handle-grasp a share.
+RATIONALITY = dict(TASKS.values())
 
 
 def robalign(*argv: str):
