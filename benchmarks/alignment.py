@@ -6,6 +6,9 @@ held-out seeds, side by side for each reward.
         --rewards rapl rlhf oracle --objective clearance
     python benchmarks/alignment.py ... --set method=best-of-n method.n=8 --suffix -best-of-8
     python benchmarks/alignment.py --env mug-grasp --objective handle-grasp ...
+    python benchmarks/alignment.py ... --rewards rapl --grape-reward 0.15 --suffix -grape  # success + 0.15 x rapl
+    python benchmarks/alignment.py ... --rewards oracle --scorer grape \
+        --set 'grape.objectives={clearance: 20}' --suffix -grape                        # success + 20 x clearance
 
 Steps (each skipped when its directory already exists, so a killed benchmark continues):
   1. `rollouts` of the pretrained policy into a preference store, `prefs queries` (random
@@ -17,7 +20,10 @@ Steps (each skipped when its directory already exists, so a killed benchmark con
      every mode, the disliked ones too; on 40 held-out rollouts the two choices ranked the
      objective about equally (Spearman rho 0.46 vs 0.40 reach-around, 0.62 vs 0.68
      mug-grasp: within one seed's noise), so the README's rows say which they used.
-  3. `align scorer=reward reward=...` per reward with the same seeds and settings
+  3. `align scorer=reward reward=...` per reward with the same seeds and settings; with
+     `--grape-reward W`, `scorer=grape grape.success=1 grape.reward=W reward=...` (GRAPE's
+     sum: the simulator's success beside the learnt reward); with `--scorer grape` and no
+     `--grape-reward`, a grape score set by `--set grape.*` alone (no learnt reward)
 Prints one table: success, the objective's mean and satisfied share, KL to the reference.
 """
 
@@ -57,6 +63,11 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=40, help="episodes people compare")
     parser.add_argument("--triplets", type=int, default=50, help="triplet queries (x3 preferences)")
     parser.add_argument("--set", nargs="*", default=[], help="extra `robalign align` overrides, e.g. rounds=4")
+    parser.add_argument("--scorer", choices=["reward", "grape"], default="reward",
+                        help="what ranks rollouts: the learnt reward alone, or GRAPE's weighted sum")
+    parser.add_argument("--grape-reward", type=float, default=None,
+                        help="the learnt reward's weight in the grape score, beside success weighted 1 "
+                             "(implies --scorer grape)")
     parser.add_argument("--suffix", default="", help="appended to each align-REWARD directory (another method's run)")
     args = parser.parse_args()
     if args.rationality is None:
@@ -64,6 +75,16 @@ def main() -> None:
             parser.error(f"--rationality is needed for objective {args.objective!r} "
                          f"(defaults exist for {sorted(RATIONALITY)})")
         args.rationality = RATIONALITY[args.objective]
+    if args.grape_reward is not None:
+        args.scorer = "grape"
+    if args.grape_reward is not None and not args.grape_reward > 0:
+        parser.error(f"--grape-reward is the learnt reward's weight, > 0; got {args.grape_reward}")
+    if args.scorer == "grape" and args.grape_reward is None:
+        scoring = ["scorer=grape"]  # grape.* in --set say what it weighs
+    elif args.scorer == "grape":
+        scoring = ["scorer=grape", "grape.success=1", f"grape.reward={args.grape_reward}"]
+    else:
+        scoring = ["scorer=reward"]
     run = Path(args.run)
     store = run / "prefs"
     if not (store / ".complete").is_file():
@@ -84,7 +105,8 @@ def main() -> None:
         if not (out / "metrics.json").is_file():
             t = time.perf_counter()
             resume = ["resume=true"] if (out / "align.json").is_file() else []
-            robalign("align", f"env={args.env}", f"policy={args.policy}", "scorer=reward", f"reward={reward}",
+            weighed = [] if scoring == ["scorer=grape"] else [f"reward={reward}"]
+            robalign("align", f"env={args.env}", f"policy={args.policy}", *scoring, *weighed,
                      f"objective={args.objective}", f"demos={args.demos}", f"output_dir={out}", "progress=false",
                      *args.set, *resume)
             print(f"align with {method}: {(time.perf_counter() - t) / 60:.1f} min")

@@ -124,20 +124,27 @@ def test_scorers_name_what_failed_and_weigh_grape_terms():
         make_scorer("grape", grape={"sucess": 1.0})
 
 
+def tiny_rapl(path) -> Trajectory:
+    """An untrained RAPL reward saved at `path` whose one demo is the random 16-frame video returned."""
+    from robalign.rewards.models import RewardConfig, fit_to_backbone, make_reward
+
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    model = make_reward(fit_to_backbone(RewardConfig(method="rapl", frame_stride=2)))
+    demo = Trajectory(state=np.zeros((16, 1), np.float32), action=np.zeros((16, 1), np.float32), instruction="",
+                      success=True, frames=rng.integers(0, 255, (16, 96, 96, 3), dtype=np.uint8),
+                      provenance={"seed": 3})
+    model.demos = [model.frame_features(demo)]
+    model.save_pretrained(path)
+    return demo
+
+
 def test_reward_scorer_matches_unfinished_lookaheads_against_demo_prefixes(tmp_path):
     """best-of-n's lookaheads: an OT reward scores one that has not ended against the demos'
     prefixes (prefix=True), one that has ended, or any with prefix=False, as a whole episode."""
     from robalign.alignment.scorers import RewardScorer
-    from robalign.rewards.models import RewardConfig, fit_to_backbone, make_reward
 
-    rng = np.random.default_rng(0)
-    video = lambda T: rng.integers(0, 255, (T, 96, 96, 3), dtype=np.uint8)  # noqa: E731
-    torch.manual_seed(0)
-    model = make_reward(fit_to_backbone(RewardConfig(method="rapl", frame_stride=2)))
-    demo = Trajectory(state=np.zeros((16, 1), np.float32), action=np.zeros((16, 1), np.float32), instruction="",
-                      success=True, frames=video(16))
-    model.demos = [model.frame_features(demo)]
-    model.save_pretrained(tmp_path / "rapl")
+    demo = tiny_rapl(tmp_path / "rapl")
     scorer = RewardScorer(str(tmp_path / "rapl"))
     start = dataclasses.replace(demo, state=demo.state[:6], action=demo.action[:6], frames=demo.frames[:6])
     prefix, whole = scorer.model.reward(start, prefix=True).sum(), scorer.model.reward(start).sum()
@@ -149,6 +156,41 @@ def test_reward_scorer_matches_unfinished_lookaheads_against_demo_prefixes(tmp_p
 
     copy_ = pickle.loads(pickle.dumps(scorer))
     assert copy_.model is not scorer.model and copy_.score_lookaheads([start], [False]) == pytest.approx([prefix])
+
+
+def test_grape_weighs_a_learnt_reward_beside_success(tmp_path):
+    """scorer=grape reward=PATH: w_success * success + w_reward * the reward, the reward's own
+    prefix scoring for unfinished lookaheads, its per-step rewards for dppo."""
+    from robalign.alignment.scorers import RewardScorer
+
+    demo = tiny_rapl(tmp_path / "rapl")
+    path = str(tmp_path / "rapl")
+    reward = RewardScorer(path)
+    grape = make_scorer("grape", reward=path, grape={"success": 2.0, "reward": 0.25})
+    failed = dataclasses.replace(demo, success=False, frames=demo.frames[::-1].copy())
+    alone = reward.score([demo, failed])
+    assert grape.needs_frames and grape.image_size == 96
+    assert grape.score([demo, failed]) == pytest.approx([2.0 + 0.25 * alone[0], 0.25 * alone[1]])
+    start = dataclasses.replace(demo, success=False, state=demo.state[:6], action=demo.action[:6],
+                                frames=demo.frames[:6])
+    ahead = reward.score_lookaheads([start, demo], ended=[False, True])
+    assert grape.score_lookaheads([start, demo], ended=[False, True]) == pytest.approx(
+        [0.25 * ahead[0], 2.0 + 0.25 * ahead[1]])
+    steps = grape.step_rewards(demo)
+    assert steps.sum() == pytest.approx(grape.score([demo])[0])
+    assert steps[:-1] == pytest.approx(0.25 * reward.step_rewards(demo)[:-1])  # shaped as the reward is
+    assert repr(path) in grape.describe()  # a resumed run must weigh the same reward
+    import pickle
+
+    assert pickle.loads(pickle.dumps(grape)).score([demo]) == pytest.approx(grape.score([demo]))
+    with pytest.raises(RobalignError, match=r"grape.reward=0.5 weighs a learnt reward.*reward=PATH"):
+        make_scorer("grape", grape={"reward": 0.5})
+    with pytest.raises(RobalignError, match=r"weighs it 0; set grape.reward"):
+        make_scorer("grape", reward=path)
+    with pytest.raises(RobalignError, match=r"grape weight reward='a lot' must be a finite number"):
+        make_scorer("grape", reward=path, grape={"reward": "a lot"})
+    # without a reward the score reads as before grape could weigh one (old runs resume)
+    assert make_scorer("grape").describe() == 'grape score {"likelihood": 0.0, "success": 1.0} []'
 
 
 # ---- the preference losses -----------------------------------------------------------------

@@ -2,7 +2,9 @@
 
     reward     a learnt reward (`robalign reward` directory): rapl, rlhf, imagenet-ot, oracle
     objective  a simulated person's objective: a registered name or `module:function`
-    grape      GRAPE's weighted sum: success, objectives, and the policy's own likelihood
+    grape      GRAPE's weighted sum: success, objectives, a learnt reward, and the policy's
+               own likelihood (GRAPE's costs come from a model, not the person: a learnt
+               reward beside the simulator's success is its recipe without the oracle)
 
 Every scorer checks what it returns: an objective or reward that raises, or gives NaN or
 inf, becomes a `ScoringError` that names the scorer and the episode, so the alignment loop
@@ -130,24 +132,47 @@ class RewardScorer(Scorer):
 
 class GrapeScorer(Scorer):
     """GRAPE's trajectory cost as a score: w_success * success + sum_i w_i * objective_i
-    + w_likelihood * (the policy's log-likelihood of the trajectory per step)."""
+    + w_reward * (a learnt reward) + w_likelihood * (the policy's log-likelihood per step).
 
-    def __init__(self, success: float = 1.0, objectives: dict[str, float] | None = None, likelihood: float = 0.0):
+    Success comes from the simulator, not from the person, so weighing it beside a reward
+    learnt from preferences spends no extra answers. With w_success larger than w_reward
+    times the reward's spread, success ranks first and the reward orders what is left."""
+
+    def __init__(self, success: float = 1.0, objectives: dict[str, float] | None = None, likelihood: float = 0.0,
+                 reward: float = 0.0, reward_path: str | None = None):
         if objectives is not None and not isinstance(objectives, dict):
             raise RobalignError(f"grape objectives must map objective names to weights, e.g. {{clearance: 10.0}}; "
                                 f"got {objectives!r}")
-        for key, value in (("success", success), ("likelihood", likelihood), *(objectives or {}).items()):
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
+        for key, value in (("success", success), ("likelihood", likelihood), ("reward", reward),
+                           *(objectives or {}).items()):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise RobalignError(f"grape weight {key}={value!r} must be a finite number")
-        self.weights = {"success": float(success), "likelihood": float(likelihood)}
+        if reward and not reward_path:
+            raise RobalignError(f"grape.reward={reward} weighs a learnt reward, but none was given: pass "
+                                f"reward=PATH (a directory written by `robalign reward`)")
+        if reward_path and not reward:
+            raise RobalignError(f"scorer=grape was given reward={reward_path!r} but weighs it 0; set grape.reward "
+                                f"to its weight (e.g. 0.2), or drop reward=")
+        self.weights = {"success": float(success), "likelihood": float(likelihood), "reward": float(reward)}
         self.objectives = {name: (ObjectiveScorer(name), float(w)) for name, w in (objectives or {}).items()}
+        self.reward = RewardScorer(reward_path) if reward_path else None
+        if self.reward is not None:
+            self.needs_frames, self.image_size = self.reward.needs_frames, self.reward.image_size
         self.needs_likelihood = likelihood != 0
         self.name = "grape score"
 
-    def score(self, trajectories, log_likelihoods=None):
+    def _terms(self, trajectories, reward_scores: np.ndarray | None) -> np.ndarray:
+        """(n,) every weighted term but the likelihood; `reward_scores` the learnt reward's."""
         out = self.weights["success"] * np.array([float(t.success) for t in trajectories])
         for scorer, weight in self.objectives.values():
             out = out + weight * scorer.score(trajectories)
+        if self.reward is not None:
+            out = out + self.weights["reward"] * reward_scores
+        return out
+
+    def score(self, trajectories, log_likelihoods=None):
+        rewards = self.reward.score(trajectories) if self.reward is not None else None
+        out = self._terms(trajectories, rewards)
         if self.needs_likelihood:
             if log_likelihoods is None:
                 raise RobalignError("the grape score weighs the policy likelihood, but none was given")
@@ -160,8 +185,28 @@ class GrapeScorer(Scorer):
                                f"{None if log_likelihoods is None else log_likelihoods[bad]})")
         return out
 
+    def score_lookaheads(self, trajectories, ended, prefix=True):
+        # the learnt reward scores an unfinished lookahead as its own scorer would (OT: against
+        # the demos' prefixes); success counts only where the episode has already ended in it
+        if self.needs_likelihood:
+            return super().score_lookaheads(trajectories, ended, prefix)  # refused by best-of-n before this
+        rewards = self.reward.score_lookaheads(trajectories, ended, prefix) if self.reward is not None else None
+        return self._terms(trajectories, rewards)
+
+    def step_rewards(self, trajectory, score=None):
+        if self.reward is None or self.needs_likelihood:
+            return super().step_rewards(trajectory, score)
+        # the learnt reward's own per-step rewards, the rest of the score on the last step
+        out = self.weights["reward"] * self.reward.step_rewards(trajectory)
+        out[-1] += self._terms([trajectory], np.zeros(1))[0]
+        return out
+
     def describe(self):
-        return f"grape score {json.dumps(self.weights, sort_keys=True)} {sorted((n, w) for n, (_, w) in self.objectives.items())}"
+        # without a reward the words are those of runs made before grape weighed one (resumable)
+        weights = {k: w for k, w in self.weights.items() if k != "reward" or self.reward is not None}
+        reward = f" reward {self.reward.path!r}" if self.reward is not None else ""
+        return (f"grape score {json.dumps(weights, sort_keys=True)} "
+                f"{sorted((n, w) for n, (_, w) in self.objectives.items())}{reward}")
 
 
 def make_scorer(kind: str, reward: str | None = None, objective: str | Callable | None = None,
@@ -177,8 +222,9 @@ def make_scorer(kind: str, reward: str | None = None, objective: str | Callable 
         return ObjectiveScorer(objective)
     if kind == "grape":
         grape = dict(grape or {})
-        unknown = sorted(set(grape) - {"success", "objectives", "likelihood"})
+        unknown = sorted(set(grape) - {"success", "objectives", "likelihood", "reward"})
         if unknown:
-            raise RobalignError(f"unknown grape setting(s) {', '.join(unknown)}; valid: success, objectives, likelihood")
-        return GrapeScorer(**grape)
+            raise RobalignError(f"unknown grape setting(s) {', '.join(unknown)}; valid: success, objectives, "
+                                f"reward, likelihood")
+        return GrapeScorer(**grape, reward_path=reward)
     raise RobalignError(f"unknown scorer {kind!r}; valid choices: reward, objective, grape")
