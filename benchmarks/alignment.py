@@ -4,11 +4,11 @@ held-out seeds, side by side for each reward.
 
     python benchmarks/alignment.py --policy runs/pt/policy --demos runs/demos --run runs/bench-align \
         --rewards rapl rlhf oracle --objective clearance
-    python benchmarks/alignment.py ... --set method=best-of-n method.n=8 --suffix -best-of-8
+    python benchmarks/alignment.py ... --set method=best-of-n method.n=8 --suffix=-best-of-8
     python benchmarks/alignment.py --env mug-grasp --objective handle-grasp ...
-    python benchmarks/alignment.py ... --rewards rapl --grape-reward 0.15 --suffix -grape  # success + 0.15 x rapl
+    python benchmarks/alignment.py ... --rewards rapl --grape-reward 0.15 --suffix=-grape  # success + 0.15 x rapl
     python benchmarks/alignment.py ... --rewards oracle --scorer grape \
-        --set 'grape.objectives={clearance: 20}' --suffix -grape                        # success + 20 x clearance
+        --set 'grape.objectives={clearance: 20}' --suffix=-grape                        # success + 20 x clearance
 
 Steps (each skipped when its directory already exists, so a killed benchmark continues):
   1. `rollouts` of the pretrained policy into a preference store, `prefs queries` (random
