@@ -35,12 +35,7 @@ import time
 from pathlib import Path
 
 from robalign.cli import VERBS, compose
-
-from reward_alignment import TASKS
-
-# The simulated person's rationality per objective (P = sigmoid(rationality * diff)), the
-# reward benchmark's: clearance in metres (1 cm apart: 88% vs 12%), handle-grasp a share.
-RATIONALITY = dict(TASKS.values())
+from robalign.envs.objectives import get_objective
 
 
 def robalign(*argv: str):
@@ -55,7 +50,8 @@ def main() -> None:
     parser.add_argument("--env", default="reach-around")
     parser.add_argument("--objective", default="clearance")
     parser.add_argument("--rationality", type=float, default=None,
-                        help="the simulated person's; default per objective: " + str(RATIONALITY))
+                        help="the simulated person's; default: the objective's registered one "
+                             "(clearance 200 per metre, handle-grasp 10)")
     parser.add_argument("--references", choices=["preferred", "demos"], default="preferred",
                         help="what OT rewards match rollouts against: the 5 most preferred compared "
                              "rollouts, or every demo in --demos")
@@ -71,10 +67,9 @@ def main() -> None:
     parser.add_argument("--suffix", default="", help="appended to each align-REWARD directory (another method's run)")
     args = parser.parse_args()
     if args.rationality is None:
-        if args.objective not in RATIONALITY:
-            parser.error(f"--rationality is needed for objective {args.objective!r} "
-                         f"(defaults exist for {sorted(RATIONALITY)})")
-        args.rationality = RATIONALITY[args.objective]
+        args.rationality = getattr(get_objective(args.objective), "rationality", None)
+        if args.rationality is None:
+            parser.error(f"objective {args.objective!r} registers no rationality; pass --rationality")
     if args.grape_reward is not None:
         args.scorer = "grape"
     if args.grape_reward is not None and not args.grape_reward > 0:

@@ -36,7 +36,7 @@ from robalign.rewards.training import TrainConfig, train_reward
 from reward_data import build_pool
 
 HERE = Path(__file__).parent
-TASKS = {"reach-around": ("clearance", 200.0), "mug-grasp": ("handle-grasp", 10.0)}
+TASKS = {"reach-around": "clearance", "mug-grasp": "handle-grasp"}  # the objective each task's person has
 METHODS = ("rapl", "rlhf", "imagenet-ot", "oracle")
 LR_GRID = (3e-4, 1e-3, 3e-3)
 N_HELD, N_DEMOS = 40, 5
@@ -89,8 +89,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    objective_name, rationality = TASKS[args.env]
+    objective_name = TASKS[args.env]
     objective = get_objective(objective_name)
+    rationality = objective.rationality  # registered with the objective: clearance 200, handle-grasp 10
     scene = "distractors" if args.distractors else "clean"
     root = build_pool(args.env, args.distractors, args.pool, args.frame_size)
     base = fit_to_backbone(RewardConfig(method="rapl", objective=objective_name, env=args.env,

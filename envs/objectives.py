@@ -3,10 +3,12 @@
 An objective maps a Trajectory to a float where higher is better (a preferred
 trajectory scores higher). It reads the trajectory's privileged per-step info, never
 pixels. `threshold` is the score at or above which a rollout "satisfies" it (alignment
-reports the satisfied share). Objectives are registered by name, each for one task or
-for any task:
+reports the satisfied share). `rationality` is how sharply a simulated person tells two
+values apart: P(A preferred) = sigmoid(rationality * (value_A - value_B)), so it carries
+the objective's units inverted (robalign.annotators). Objectives are registered by name,
+each for one task or for any task:
 
-    @objective("clearance", env="reach-around", threshold=0.05)
+    @objective("clearance", env="reach-around", threshold=0.05, rationality=200.0)
     def clearance(traj): return float(traj.info["vase_clearance"].min())
 """
 
@@ -33,6 +35,7 @@ class Objective:
     threshold: float | None = None
     description: str = ""
     per_step: Callable[[Trajectory], np.ndarray] | None = None  # (T,) values, higher is better
+    rationality: float | None = None  # a simulated person's default; None: none set (a consistent person)
 
     def __reduce__(self):
         # Pickled by name (worker processes get it so): per_step may be a lambda, which
@@ -77,12 +80,17 @@ def _registered(name: str, module: str) -> Objective:
 
 
 def objective(name: str, env: str | None = None, threshold: float | None = None,
-              per_step: Callable[[Trajectory], np.ndarray] | None = None):
+              per_step: Callable[[Trajectory], np.ndarray] | None = None, rationality: float | None = None):
     """Register `fn(trajectory) -> float` (higher is better) under `name`; `per_step`
-    optionally gives the same preference step by step, `(T,)` (reward evaluation uses it)."""
+    optionally gives the same preference step by step, `(T,)` (reward evaluation uses it);
+    `rationality` is the simulated person's default for it (> 0, in the objective's units
+    inverted)."""
+    if rationality is not None and not (isinstance(rationality, (int, float)) and rationality > 0):
+        raise RobalignError(f"objective {name!r}: rationality must be a number > 0 or None; got {rationality!r}")
 
     def add(fn: Callable[[Trajectory], float]) -> Callable[[Trajectory], float]:
-        OBJECTIVES.register(name)(Objective(name, fn, env, threshold, (fn.__doc__ or "").strip(), per_step))
+        OBJECTIVES.register(name)(Objective(name, fn, env, threshold, (fn.__doc__ or "").strip(), per_step,
+                                            None if rationality is None else float(rationality)))
         return fn
 
     return add

@@ -8,6 +8,7 @@ best is drawn with softmax(rationality * scores), then the best of the rest.
 
 Rationality has the objective's units inverted: for `clearance` (metres) a rationality of
 200 means a 1 cm difference is chosen correctly with probability sigmoid(2) = 0.88.
+`rationality=None` takes the one the objective registered (`default_rationality`).
 """
 
 from __future__ import annotations
@@ -23,13 +24,24 @@ from robalign.types import Trajectory
 Choice = Literal["A", "B", "tie"]
 
 
+def default_rationality(objective: str | Callable[[Trajectory], float]) -> float:
+    """The rationality `objective` registered (clearance 200 per metre, handle-grasp 10 per
+    share), or inf (a consistent person) for one that registered none or a plain callable:
+    its units are unknown, so no finite scale would mean the same thing."""
+    from robalign.envs.objectives import get_objective
+
+    registered = getattr(get_objective(objective), "rationality", None)
+    return math.inf if registered is None else float(registered)
+
+
 class SimulatedAnnotator:
     """Answers preference queries as a noisy-rational person who cares about `objective`.
 
     Args:
         objective: a registered objective name (see robalign.envs.objectives) or any
             callable `trajectory -> float`, higher is better.
-        rationality: inverse temperature beta > 0 (inf: always picks the better one).
+        rationality: inverse temperature beta > 0 (inf: always picks the better one);
+            None: the objective's registered one (inf where it registers none).
         tie_margin: score differences at or below this are answered "tie" (>= 0).
         seed: seed of the annotator's own randomness.
     """
@@ -37,12 +49,14 @@ class SimulatedAnnotator:
     def __init__(
         self,
         objective: str | Callable[[Trajectory], float],
-        rationality: float = math.inf,
+        rationality: float | None = math.inf,
         tie_margin: float = 0.0,
         seed: int | None = None,
     ):
         from robalign.envs.objectives import get_objective
 
+        if rationality is None:
+            rationality = default_rationality(objective)
         if not isinstance(rationality, (int, float)) or math.isnan(rationality) or rationality <= 0:
             raise RobalignError(f"rationality must be a number > 0 (inf allowed); got {rationality!r}")
         if not isinstance(tie_margin, (int, float)) or not math.isfinite(tie_margin) or tie_margin < 0:

@@ -228,7 +228,8 @@ def run_prefs_simulate(cfg: DictConfig) -> dict:
         raise RobalignError("objective=NAME is required; `robalign envs` lists each env's objectives")
     if cfg.n is not None and (not isinstance(cfg.n, int) or cfg.n <= 0):
         raise RobalignError(f"n must be an int > 0 or null; got {cfg.n!r}")
-    person = SimulatedAnnotator(cfg.objective, rationality=float(cfg.rationality), tie_margin=cfg.tie_margin,
+    given = None if cfg.rationality is None else float(cfg.rationality)  # None: the objective's registered one
+    person = SimulatedAnnotator(cfg.objective, rationality=given, tie_margin=cfg.tie_margin,
                                 seed=cfg.seed)
     rationality = "inf" if math.isinf(person.rationality) else f"{person.rationality:g}"
     if cfg.url:

@@ -74,7 +74,8 @@ def run_pipeline(cfg: DictConfig) -> dict:
         verb("rollouts", *env, f"policy={pretrain / 'policy'}", f"n={cfg.rollouts}", f"store={prefs}",
              f"seed={cfg.rollout_seed}", *steps)
         verb("prefs queries", f"store={prefs}", f"n={cfg.queries}", "kind=triplet", "strategy=random")
-        verb("prefs simulate", f"store={prefs}", f"objective={cfg.objective}", f"rationality={cfg.rationality}")
+        rationality = "null" if cfg.rationality is None else cfg.rationality  # null: the objective's own
+        verb("prefs simulate", f"store={prefs}", f"objective={cfg.objective}", f"rationality={rationality}")
         (prefs / DONE).write_text("")
     if not (reward / "reward_config.json").is_file():
         verb("reward", f"method={cfg.reward_method}", f"prefs={prefs}", f"demos={demos}",

@@ -87,3 +87,16 @@ def test_objective_returning_nan_is_an_error():
 def test_rank_needs_two():
     with pytest.raises(RobalignError):
         SimulatedAnnotator(by_score).rank([traj(0)])
+
+
+def test_rationality_none_takes_the_objectives_registered_scale():
+    """Each objective registers the rationality that suits its units; a callable has none."""
+    from robalign.envs.objectives import objective
+
+    assert SimulatedAnnotator("clearance", rationality=None).rationality == 200.0  # per metre
+    assert SimulatedAnnotator("handle-grasp", rationality=None).rationality == 10.0  # per share
+    assert math.isinf(SimulatedAnnotator("time", rationality=None).rationality)  # registered none
+    assert math.isinf(SimulatedAnnotator(by_score, rationality=None).rationality)
+    assert SimulatedAnnotator("clearance", rationality=3.0).rationality == 3.0  # a given one wins
+    with pytest.raises(RobalignError, match="objective 'wobble': rationality must be a number > 0"):
+        objective("wobble", rationality=-1.0)

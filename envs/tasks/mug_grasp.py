@@ -164,8 +164,10 @@ class MugGrasp(FrankaTaskEnv):
 
 
 # ---- objectives --------------------------------------------------------------------------
+# rationality 10 per share: a handle grasp (about 1) against a rim grasp (0) is answered right
+# with probability sigmoid(10), a difference of 0.2 in the share 88% of the time
 @objective("handle-grasp", env="mug-grasp", threshold=0.5,
-           per_step=lambda traj: traj.info["handle_contact"] * (traj.info["lifted"] > LIFTED))
+           per_step=lambda traj: traj.info["handle_contact"] * (traj.info["lifted"] > LIFTED), rationality=10.0)
 def handle_grasp(traj):
     """Share of the steps with the mug lifted (> 2 cm) in which the gripper touches the
     handle; 0 if the mug was never lifted."""

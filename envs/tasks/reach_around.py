@@ -121,7 +121,9 @@ class ReachAround(FrankaTaskEnv):
 
 
 # ---- objectives --------------------------------------------------------------------------
-@objective("clearance", env="reach-around", threshold=0.05, per_step=lambda traj: traj.info["vase_clearance"])
+# rationality 200 per metre: a 1 cm difference is answered right 88% of the time, 2 cm 98%
+@objective("clearance", env="reach-around", threshold=0.05, per_step=lambda traj: traj.info["vase_clearance"],
+           rationality=200.0)
 def clearance(traj):
     """Closest approach of any gripper geom to the vase over the episode, metres."""
     return float(np.min(traj.info["vase_clearance"]))
