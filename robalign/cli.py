@@ -153,12 +153,20 @@ def run_demos(cfg: DictConfig) -> Path:
 
 
 def run_envs(cfg: DictConfig) -> None:
-    """List the tasks with their modes and objectives."""
+    """List the tasks with their modes and objectives (what each measures, when a rollout
+    satisfies it, and the simulated person's rationality for it)."""
     import robalign.envs as envs
+    from robalign.envs.objectives import get_objective
 
     for name in envs.available():
         cls = envs.env_class(name)
-        print(f"{name}\n  modes: {', '.join(cls.modes)}\n  objectives: {', '.join(envs.objectives_for(name))}")
+        print(f"{name}\n  modes: {', '.join(cls.modes)}\n  objectives:")
+        for objective_name in envs.objectives_for(name):
+            o = get_objective(objective_name)
+            facts = [f"satisfied at >= {o.threshold:g}" if o.threshold is not None else "no threshold",
+                     f"rationality {o.rationality:g}" if o.rationality is not None else "rationality inf"]
+            summary = " ".join(o.description.split()).split(". ")[0].rstrip(".")
+            print(f"    {objective_name}: {summary} ({'; '.join(facts)})")
 
 
 def _open_store(cfg: DictConfig, create: bool = True):

@@ -40,4 +40,8 @@ def test_env_group_override():
 
 def test_python_dash_m_is_the_same_cli():
     out = subprocess.run([sys.executable, "-m", "robalign", "envs"], capture_output=True, text=True, check=True)
-    assert "reach-around" in out.stdout and "clearance" in out.stdout
+    assert "reach-around" in out.stdout
+    # each objective with what it measures, its threshold and the simulated person's rationality
+    assert ("    clearance: Closest approach of any gripper geom to the vase over the episode, metres "
+            "(satisfied at >= 0.05; rationality 200)") in out.stdout.splitlines()
+    assert "    time: Minus the number of steps: shorter episodes are better (no threshold; rationality inf)" in out.stdout
