@@ -268,7 +268,14 @@ def test_expert_iteration_imitates_only_the_kept_episodes():
     assert stats["kept"] == 2 and stats["windows"] == 24 and stats["kept_score_mean"] == 1.5
     assert len(seen) == 4 and all(b.shape == (16, 8, A) and torch.all(b == 0.5) for b in seen)
     assert any(not torch.equal(before[k], v) for k, v in policy.state_dict().items())
-    assert aligner.update(policy, None, rollouts, [], None, None) == {"kept": 0, "loss": None}
+    assert aligner.update(policy, None, rollouts, [], None, None) == {"kept": 0, "loss": None, "dropped_failed": 0}
+    # successful_only: a kept episode that failed the task is not imitated
+    rollouts[2].trajectory.success = False  # state 1's chosen episode
+    filtered = make_aligner(MethodConfig(name="expert-iteration", lr=1e-3, updates=2, batch=2, successful_only=True))
+    stats = filtered.update(policy, None, rollouts, preference_pairs(rollouts, 1), None, torch.Generator().manual_seed(0))
+    assert stats["kept"] == 1 and stats["dropped_failed"] == 1 and stats["kept_score_mean"] == 1.0
+    with pytest.raises(RobalignError, match="method.successful_only='yes'"):
+        MethodConfig(name="expert-iteration", successful_only="yes")
 
 
 def test_methods_refuse_policies_they_cannot_align():

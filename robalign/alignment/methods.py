@@ -61,6 +61,8 @@ class MethodConfig:
     lookahead: int = 0            # chunks the policy plans after each candidate before it is scored
     unfinished: str = "prefix"    # how an OT reward scores a lookahead that has not ended: against the demos'
     # first as many frames (prefix) or against whole demos, as it scores finished episodes (whole)
+    # expert-iteration
+    successful_only: bool = False  # imitate only kept episodes that reached the task's success
 
     def __post_init__(self):
         checks = {"lr": self.lr > 0, "updates": self.updates >= 1, "batch": self.batch >= 1, "beta": self.beta > 0,
@@ -69,7 +71,8 @@ class MethodConfig:
                   "kl_coef": self.kl_coef >= 0, "gamma": 0 < self.gamma <= 1, "eta": 0 < self.eta <= 1,
                   "min_std": self.min_std > 0, "n": isinstance(self.n, int) and self.n >= 2,
                   "lookahead": isinstance(self.lookahead, int) and self.lookahead >= 0,
-                  "unfinished": self.unfinished in ("prefix", "whole")}
+                  "unfinished": self.unfinished in ("prefix", "whole"),
+                  "successful_only": isinstance(self.successful_only, bool)}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise RobalignError(f"bad alignment setting method.{bad[0]}={getattr(self, bad[0])!r}; allowed: lr, beta, "
@@ -363,8 +366,11 @@ class ExpertIteration(Aligner):
         from robalign.policies.data import DemoWindows
 
         kept = list({id(w): w for w, _ in pairs}.values())  # the top m of each state, once each
+        failed = [w for w in kept if not w.trajectory.success]
+        if self.cfg.successful_only:  # the scorer's best of a state can still fail; imitating it teaches that
+            kept = [w for w in kept if w.trajectory.success]
         if not kept:
-            return {"kept": 0, "loss": None}
+            return {"kept": 0, "loss": None, "dropped_failed": len(failed) if self.cfg.successful_only else 0}
         c = policy.config
         windows = DemoWindows.from_trajectories([r.trajectory for r in kept], type(policy).input_keys(c),
                                                 c.n_obs_steps, type(policy).window_horizon(c))
@@ -379,7 +385,8 @@ class ExpertIteration(Aligner):
                 anchors.append(float(anchor_loss.detach()))
                 loss = loss + self.cfg.anchor_weight * anchor_loss
             _step(optimizer, policy, loss, self.cfg.grad_clip)
-        return {"kept": len(kept), "kept_success": float(np.mean([r.trajectory.success for r in kept])),
+        return {"kept": len(kept), "dropped_failed": len(failed) if self.cfg.successful_only else 0,
+                "kept_success": float(np.mean([r.trajectory.success for r in kept])),
                 "kept_score_mean": float(np.mean([r.score for r in kept])), "windows": len(windows),
                 "loss": float(np.mean(losses)), "loss_first": losses[0], "loss_last": losses[-1],
                 "anchor": float(np.mean(anchors)) if anchors else None}
