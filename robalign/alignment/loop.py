@@ -445,6 +445,7 @@ def _plot(before: dict, after: dict | None, history: list[dict], path: Path) -> 
     rounds = [h["round"] for h in history]
     axes[0].plot(rounds, [h["score_mean"] for h in history], "o-", label="mean score")
     axes[0].set(xlabel="round", ylabel="scorer (rollouts)", title="alignment rounds")
+    axes[0].set_xticks(rounds)  # rounds are whole numbers
     if not history and after is not None:  # best-of-n trains nothing
         axes[0].text(0.5, 0.5, "no training rounds\n(the method acts at inference)", ha="center", va="center",
                      transform=axes[0].transAxes)
@@ -453,7 +454,9 @@ def _plot(before: dict, after: dict | None, history: list[dict], path: Path) -> 
         twin.plot(rounds, [h["satisfied_share"] for h in history], "s--", color="tab:green", label="satisfied")
         twin.plot(rounds, [h["success_rate"] for h in history], "^:", color="tab:gray", label="success")
         twin.set_ylim(0, 1)
-        twin.legend(loc="lower right")
+        twin.set_ylabel("share of the rounds' rollouts")
+        handles = axes[0].get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+        twin.legend(handles=handles, loc="lower right")  # the score's line too, drawn on the left axis
     labels = ["success", "satisfied"]
     values_before = [before["success_rate"], before["satisfied_share"] or 0.0]
     x = np.arange(len(labels))
