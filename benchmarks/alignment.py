@@ -70,16 +70,15 @@ def main() -> None:
         args.rationality = getattr(get_objective(args.objective), "rationality", None)
         if args.rationality is None:
             parser.error(f"objective {args.objective!r} registers no rationality; pass --rationality")
-    if args.grape_reward is not None:
-        args.scorer = "grape"
     if args.grape_reward is not None and not args.grape_reward > 0:
         parser.error(f"--grape-reward is the learnt reward's weight, > 0; got {args.grape_reward}")
-    if args.scorer == "grape" and args.grape_reward is None:
-        scoring = ["scorer=grape"]  # grape.* in --set say what it weighs
-    elif args.scorer == "grape":
+    if args.grape_reward is not None:
         scoring = ["scorer=grape", "grape.success=1", f"grape.reward={args.grape_reward}"]
+    elif args.scorer == "grape":
+        scoring = ["scorer=grape"]  # grape.* in --set say what it weighs; no learnt reward
     else:
         scoring = ["scorer=reward"]
+    weighs_reward = args.scorer == "reward" or args.grape_reward is not None
     run = Path(args.run)
     store = run / "prefs"
     if not (store / ".complete").is_file():
@@ -100,7 +99,7 @@ def main() -> None:
         if not (out / "metrics.json").is_file():
             t = time.perf_counter()
             resume = ["resume=true"] if (out / "align.json").is_file() else []
-            weighed = [] if scoring == ["scorer=grape"] else [f"reward={reward}"]
+            weighed = [f"reward={reward}"] if weighs_reward else []
             robalign("align", f"env={args.env}", f"policy={args.policy}", *scoring, *weighed,
                      f"objective={args.objective}", f"demos={args.demos}", f"output_dir={out}", "progress=false",
                      *args.set, *resume)

@@ -156,6 +156,7 @@ def run_envs(cfg: DictConfig) -> None:
     """List the tasks with their modes and objectives (what each measures, when a rollout
     satisfies it, and the simulated person's rationality for it)."""
     import robalign.envs as envs
+    from robalign.annotators import default_rationality
     from robalign.envs.objectives import get_objective
 
     for name in envs.available():
@@ -164,7 +165,7 @@ def run_envs(cfg: DictConfig) -> None:
         for objective_name in envs.objectives_for(name):
             o = get_objective(objective_name)
             facts = [f"satisfied at >= {o.threshold:g}" if o.threshold is not None else "no threshold",
-                     f"rationality {o.rationality:g}" if o.rationality is not None else "rationality inf"]
+                     f"rationality {default_rationality(o):g}"]  # what rationality=null gives
             summary = " ".join(o.description.split()).split(". ")[0].rstrip(".")
             print(f"    {objective_name}: {summary} ({'; '.join(facts)})")
 

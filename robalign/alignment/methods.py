@@ -366,11 +366,12 @@ class ExpertIteration(Aligner):
         from robalign.policies.data import DemoWindows
 
         kept = list({id(w): w for w, _ in pairs}.values())  # the top m of each state, once each
-        failed = [w for w in kept if not w.trajectory.success]
+        dropped = 0
         if self.cfg.successful_only:  # the scorer's best of a state can still fail; imitating it teaches that
-            kept = [w for w in kept if w.trajectory.success]
+            succeeded = [w for w in kept if w.trajectory.success]
+            kept, dropped = succeeded, len(kept) - len(succeeded)
         if not kept:
-            return {"kept": 0, "loss": None, "dropped_failed": len(failed) if self.cfg.successful_only else 0}
+            return {"kept": 0, "loss": None, "dropped_failed": dropped}
         c = policy.config
         windows = DemoWindows.from_trajectories([r.trajectory for r in kept], type(policy).input_keys(c),
                                                 c.n_obs_steps, type(policy).window_horizon(c))
@@ -385,7 +386,7 @@ class ExpertIteration(Aligner):
                 anchors.append(float(anchor_loss.detach()))
                 loss = loss + self.cfg.anchor_weight * anchor_loss
             _step(optimizer, policy, loss, self.cfg.grad_clip)
-        return {"kept": len(kept), "dropped_failed": len(failed) if self.cfg.successful_only else 0,
+        return {"kept": len(kept), "dropped_failed": dropped,
                 "kept_success": float(np.mean([r.trajectory.success for r in kept])),
                 "kept_score_mean": float(np.mean([r.score for r in kept])), "windows": len(windows),
                 "loss": float(np.mean(losses)), "loss_first": losses[0], "loss_last": losses[-1],
