@@ -79,7 +79,8 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=160)
     parser.add_argument("--relative", type=int, default=1, help="features relative to the first frame (1) or not (0)")
     parser.add_argument("--hidden", type=int, default=0)
-    parser.add_argument("--features", default="pooled", choices=["pooled", "spatial"])
+    parser.add_argument("--features", default="pooled", choices=["pooled", "spatial", "spatial8"])
+    parser.add_argument("--keypoints", type=int, default=0, help="> 0: a spatial-softmax head (needs a spatial --features)")
     parser.add_argument("--anchor", default="demos", choices=["best", "demos"], help="rapl's anchor")
     parser.add_argument("--embed", type=int, default=32)
     parser.add_argument("--max-epochs", type=int, default=100)
@@ -96,7 +97,8 @@ def main() -> None:
     root = build_pool(args.env, args.distractors, args.pool, args.frame_size)
     base = fit_to_backbone(RewardConfig(method="rapl", objective=objective_name, env=args.env,
                                         relative=bool(args.relative), hidden_dim=args.hidden, embed_dim=args.embed,
-                                        features=args.features, anchor=args.anchor, image_size=args.image_size))
+                                        features=args.features, anchor=args.anchor, image_size=args.image_size,
+                                        keypoints=args.keypoints))
     with PreferenceStore(root, create=False) as store:
         ids = sorted(store.trajectory_ids())[: args.pool]
         trajs = {t: store.load_trajectory(t, frames=True) for t in ids}
@@ -149,7 +151,8 @@ def main() -> None:
                   f"{cell(method, n, 'accuracy')} |")
     out = HERE / ".cache" / "reward-results"
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{args.env}-{scene}-{args.features}-{args.anchor}-{args.frame_size}px-in{args.image_size}-{robot_meshes()}"
+    head = f"-kp{args.keypoints}" if args.keypoints else ""
+    stem = f"{args.env}-{scene}-{args.features}{head}-{args.anchor}-{args.frame_size}px-in{args.image_size}-{robot_meshes()}"
     (out / f"{stem}.json").write_text(json.dumps({m: {str(n): r for n, r in v.items()} for m, v in results.items()},
                                                  indent=1))
     curves = {m: {n: [r["spearman_traj"] for r in v[n]] for n in v} for m, v in results.items()}

@@ -92,6 +92,17 @@ def test_encoder_weights_that_do_not_fit_are_refused(tmp_path):
         load_state_dict_file(tmp_path / "junk.pth")
 
 
+def test_spatial_feature_kinds_keep_their_maps_shape():
+    backbone = make_backbone("efficientnet-lite0")
+    assert backbone.feature_shape("pooled", 96) == (1280,)
+    assert backbone.feature_shape("spatial", 96) == (112, 6, 6)
+    assert backbone.feature_shape("spatial8", 96) == (40, 12, 12)
+    frames = np.random.default_rng(0).integers(0, 255, (2, 96, 96, 3), dtype=np.uint8)
+    assert backbone.features(frames, kind="spatial8").shape == (2, 40 * 12 * 12)
+    with pytest.raises(RobalignError, match="unknown feature kind 'spatial4'; valid choices: pooled, spatial, spatial8"):
+        backbone.features(frames, kind="spatial4")
+
+
 # ---- reward models on synthetic features -----------------------------------------------------
 F_DIM = 12
 
@@ -152,6 +163,74 @@ def test_training_learns_what_the_person_prefers(method, anchor):
     assert history["val_answers"] == 24 and len(history["val_loss"]) >= 1
     assert min(history["val_loss"]) < history["val_loss"][0]
     assert after > 0.7 and after > before + 0.3, (before, after)
+
+
+MAP = (3, 4, 5)  # C, h, w of the synthetic feature maps
+
+
+def keypoint_config(method, keypoints=4):
+    return RewardConfig(method=method, feature_dim=int(np.prod(MAP)), feature_shape=list(MAP), features="spatial",
+                        keypoints=keypoints, embed_dim=8, frame_stride=1, sinkhorn_iters=30, relative=False)
+
+
+def test_keypoint_head_reads_where_a_channel_fires():
+    model = make_reward(keypoint_config("rlhf", keypoints=2))
+    with torch.no_grad():
+        model.head.attend.weight.zero_()
+        model.head.attend.bias.zero_()
+        model.head.attend.weight[0, 0] = 50.0  # keypoint 0 attends to channel 0
+    fmap = torch.zeros(MAP)
+    fmap[0, 2, 3] = 1.0  # channel 0 fires at row 2, column 3
+    fmap[1] = torch.rand(MAP[1:])  # other channels do not move keypoint 0
+    points = model.head.points(fmap.flatten()[None])
+    assert points.shape == (1, 2, 2)
+    assert torch.allclose(points[0, 0], torch.tensor([0.5, 1 / 3]), atol=1e-3)  # x of column 3 of 5, y of row 2 of 4
+    assert torch.allclose(points[0, 1], torch.zeros(2), atol=1e-6)  # keypoint 1 attends evenly: the map's centre
+
+
+def blob_videos(n: int, seed: int):
+    """Feature maps where a blob in channel 0 travels right, further in better videos; the
+    other channels are a per-video random 'distractor' pattern that does not move."""
+    rng = np.random.default_rng(seed)
+    C, h, w = MAP
+    quality = rng.uniform(0, 1, n)
+    feats = {}
+    for i in range(n):
+        T = int(rng.integers(6, 10))
+        video = np.tile(rng.normal(0, 1, MAP), (T, 1, 1, 1))
+        video[:, 0] = 0.0
+        for t, x in enumerate(np.linspace(0, (w - 1) * quality[i], T)):
+            column = int(round(x))
+            video[t, 0, 1 + t % 2, column] = 3.0
+        feats[f"b{i:03d}"] = torch.tensor(video.reshape(T, -1), dtype=torch.float32)
+    return feats, {f"b{i:03d}": float(q) for i, q in enumerate(quality)}
+
+
+@pytest.mark.parametrize("method", ["rapl", "rlhf"])
+def test_keypoint_rewards_learn_where_the_blob_went(method):
+    feats, quality = blob_videos(60, seed=0)
+    held_feats, held_quality = blob_videos(30, seed=1)
+    labels = triplet_labels(quality, 120, seed=0)
+    torch.manual_seed(0)
+    model = make_reward(keypoint_config(method))
+    model.demos = [feats[t] for t in preferred_ids(labels, 3)]
+    train_reward(model, feats, labels, TrainConfig(lr=1e-2, max_epochs=40, patience=10), progress=False)
+    assert held_out_rho(model, held_feats, held_quality) > 0.7
+
+
+def test_keypoints_need_a_feature_map(tmp_path):
+    with pytest.raises(RobalignError, match="keypoints=4 reads places off a feature map: it needs features=spatial"):
+        make_reward(RewardConfig(method="rapl", keypoints=4))
+    with pytest.raises(RobalignError, match="keypoints=-1 is not allowed"):
+        make_reward(RewardConfig(method="rapl", keypoints=-1))
+    model = make_reward(keypoint_config("rapl"))
+    feats, _ = blob_videos(3, seed=2)
+    model.demos = [feats["b000"]]
+    model.save_pretrained(tmp_path / "kp")
+    loaded = load_reward(tmp_path / "kp")
+    assert loaded.cfg.feature_shape == list(MAP) and loaded.cfg.keypoints == 4
+    traj = fake_trajectory(len(feats["b001"]))
+    assert np.allclose(loaded.reward(traj, feats["b001"]), model.reward(traj, feats["b001"]))
 
 
 def test_ties_pull_rewards_together():

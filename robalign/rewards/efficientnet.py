@@ -23,6 +23,7 @@ STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 
           (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
 FEATURES = 1280
 MIDDLE = 11  # blocks 0-10 end the 112-channel stride-16 stage
+FINE = 5  # blocks 0-4 end the 40-channel stride-8 stage
 BN = dict(eps=1e-3, momentum=0.01)
 
 
@@ -80,10 +81,11 @@ class EfficientNetLite0(nn.Module):
             x = block(x)
         return F.relu6(self._bn1(self._conv_head(x)))
 
-    def middle_map(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, 112, H/16, W/16): the last stride-16 stage, still spatial."""
+    def middle_map(self, x: torch.Tensor, blocks: int = MIDDLE) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, 112, H/16, W/16): the last stride-16 stage, still spatial
+        (`blocks=FINE`: (B, 40, H/8, W/8), the stride-8 stage)."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks[:MIDDLE]:
+        for block in self._blocks[:blocks]:
             x = block(x)
         return x
 

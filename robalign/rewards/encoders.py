@@ -23,7 +23,7 @@ from robalign.errors import RobalignError
 from robalign.registry import Registry
 
 BACKBONES: Registry = Registry("encoder")
-FEATURE_KINDS = ("pooled", "spatial")
+FEATURE_KINDS = ("pooled", "spatial", "spatial8")
 # Input normalisation each network was trained with: torchvision's ImageNet statistics;
 # EfficientNet-Lite's TensorFlow (x - 127) / 128, which is what its stem's batch-norm
 # statistics match on our frames (squared error of the means 6.3 against 37.5).
@@ -98,11 +98,22 @@ class Backbone(nn.Module):
         """(B, 3, H, W) -> (B, C, H/16, W/16), a stage that still says where things are."""
         raise NotImplementedError
 
-    def feature_dim(self, kind: str, image_size: int) -> int:
+    def fine_map(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, C, H/8, W/8), the stride-8 stage: finer places, simpler features."""
+        raise NotImplementedError
+
+    def spatial_map(self, x: torch.Tensor, kind: str) -> torch.Tensor:
+        return self.middle_map(x) if kind == "spatial" else self.fine_map(x)
+
+    def feature_shape(self, kind: str, image_size: int) -> tuple[int, ...]:
+        """(F,) for pooled features; (C, h, w) of the map a spatial kind flattens."""
         if kind == "pooled":
-            return self.dim
+            return (self.dim,)
         with torch.no_grad():
-            return int(self.middle_map(torch.zeros(1, 3, image_size, image_size)).numel())
+            return tuple(self.spatial_map(torch.zeros(1, 3, image_size, image_size), kind).shape[1:])
+
+    def feature_dim(self, kind: str, image_size: int) -> int:
+        return int(np.prod(self.feature_shape(kind, image_size)))
 
     @torch.no_grad()
     def features(self, frames: np.ndarray | torch.Tensor, batch: int = 64, kind: str = "pooled") -> torch.Tensor:
@@ -110,7 +121,8 @@ class Backbone(nn.Module):
 
         kind: "pooled", the last stage averaged over space (F = 1280 / 512); "spatial", the
         stride-16 stage flattened (F = C * H/16 * W/16): where the gripper is relative to
-        the objects survives, which global pooling averages away.
+        the objects survives, which global pooling averages away; "spatial8", the stride-8
+        stage flattened (F = C * H/8 * W/8).
         """
         if kind not in FEATURE_KINDS:
             raise RobalignError(f"unknown feature kind {kind!r}; valid choices: {', '.join(FEATURE_KINDS)}")
@@ -121,7 +133,7 @@ class Backbone(nn.Module):
         for chunk in frames.split(batch):
             x = chunk.permute(0, 3, 1, 2).float().div(255)
             x = (x - self.mean) / self.std
-            out.append(self.feature_map(x).mean((2, 3)) if kind == "pooled" else self.middle_map(x).flatten(1))
+            out.append(self.feature_map(x).mean((2, 3)) if kind == "pooled" else self.spatial_map(x, kind).flatten(1))
         return torch.cat(out)
 
 
@@ -134,14 +146,22 @@ class EfficientNetBackbone(Backbone):
     def middle_map(self, x):
         return self.net.middle_map(x)
 
+    def fine_map(self, x):
+        from robalign.rewards.efficientnet import FINE
+
+        return self.net.middle_map(x, blocks=FINE)
+
 
 class ResNetBackbone(Backbone):
     def feature_map(self, x):
         return self.net.layer4(self.middle_map(x))
 
     def middle_map(self, x):
+        return self.net.layer3(self.fine_map(x))
+
+    def fine_map(self, x):
         n = self.net
-        return n.layer3(n.layer2(n.layer1(n.maxpool(n.relu(n.bn1(n.conv1(x)))))))
+        return n.layer2(n.layer1(n.maxpool(n.relu(n.bn1(n.conv1(x))))))
 
 
 @BACKBONES.register("efficientnet-lite0")

@@ -40,8 +40,12 @@ class RewardConfig:
     encoder: str = "efficientnet-lite0"  # backbone name (robalign.rewards.encoders.BACKBONES)
     encoder_weights: str | None = None  # weights file; None: the backbone's default
     encoder_sha: str = ""  # sha256 of the weights the head was trained on (checked on load)
-    features: str = "pooled"  # pooled (last stage, averaged over space) | spatial (stride-16 stage, flattened)
+    features: str = "pooled"  # pooled (last stage, averaged over space) | spatial (stride-16 stage, flattened) |
+    # spatial8 (stride-8 stage, flattened)
     feature_dim: int = 1280  # F, the backbone's feature size (set from the backbone when a reward is trained)
+    feature_shape: list[int] | None = None  # (C, h, w) of a spatial kind's map (set from the backbone)
+    keypoints: int = 0  # > 0: a spatial-softmax head that reads this many keypoints off a spatial map
+    # (needs features=spatial or spatial8); 0: a head on the flat features
     embed_dim: int = 32  # D, the aligned embedding (OT rewards)
     hidden_dim: int = 0  # head's hidden layer; 0: a single linear projection (fast: the head runs on every frame)
     frame_stride: int = 4  # use every n-th frame (20 Hz control -> 5 Hz; OT cost grows with frames squared)
@@ -57,7 +61,41 @@ class RewardConfig:
     # frames drawn otherwise are refused. None: not recorded
 
 
+class KeypointHead(nn.Module):
+    """Spatial softmax (Levine et al. 2016): a 1x1 convolution makes K attention maps, each
+    map's softmax over the h x w cells gives the expected (x, y) of what it attends to, and
+    a linear layer (or MLP) maps the 2K coordinates to the output. Where things are (the
+    gripper against the vase) is all that passes; what a distractor looks like does not.
+
+    (..., C * h * w) flat map -> (..., out).
+    """
+
+    def __init__(self, cfg: RewardConfig, out: int):
+        super().__init__()
+        C, h, w = cfg.feature_shape
+        self.shape, K = (C, h, w), cfg.keypoints
+        self.attend = nn.Linear(C, K)  # the 1x1 convolution, applied per cell
+        # How sharply each map picks its cells: learnt on a log scale, as Adam's steps on the
+        # 1x1 weights alone sharpen a map too slowly for a few hundred answers.
+        self.log_sharpness = nn.Parameter(torch.zeros(()))
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()], -1), persistent=False)  # (hw, 2)
+        self.out = head(dataclasses.replace(cfg, keypoints=0, feature_dim=2 * K), out)
+
+    def points(self, x: torch.Tensor) -> torch.Tensor:
+        """(M, C * h * w) -> (M, K, 2): each keypoint's expected (x, y), in [-1, 1] across the map."""
+        C, h, w = self.shape
+        cells = x.reshape(-1, C, h * w).transpose(1, 2)  # (M, hw, C)
+        attention = (self.attend(cells) * self.log_sharpness.exp()).softmax(1)  # (M, hw, K), sums to 1 over cells
+        return torch.einsum("mck,cd->mkd", attention, self.grid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.points(x).flatten(1)).view(*x.shape[:-1], -1)
+
+
 def head(cfg: RewardConfig, out: int) -> nn.Module:
+    if cfg.keypoints:
+        return KeypointHead(cfg, out)
     if cfg.hidden_dim == 0:
         return nn.Linear(cfg.feature_dim, out)
     return nn.Sequential(nn.Linear(cfg.feature_dim, cfg.hidden_dim), nn.ReLU(), nn.Linear(cfg.hidden_dim, out))
@@ -257,8 +295,9 @@ def fit_to_backbone(cfg: RewardConfig) -> RewardConfig:
     from robalign.rewards.encoders import make_backbone
 
     backbone = make_backbone(cfg.encoder, cfg.encoder_weights)
-    return dataclasses.replace(cfg, feature_dim=backbone.feature_dim(cfg.features, cfg.image_size),
-                               encoder_sha=backbone.weights_sha)
+    shape = backbone.feature_shape(cfg.features, cfg.image_size)
+    return dataclasses.replace(cfg, feature_dim=int(np.prod(shape)), encoder_sha=backbone.weights_sha,
+                               feature_shape=list(shape) if len(shape) == 3 else None)
 
 
 def make_reward(cfg: RewardConfig) -> RewardModel:
@@ -266,9 +305,15 @@ def make_reward(cfg: RewardConfig) -> RewardModel:
                              "in [16, 1024]"), ("embed_dim", cfg.embed_dim >= 1, ">= 1"),
                              ("hidden_dim", cfg.hidden_dim >= 0, ">= 0"), ("sinkhorn_eps", cfg.sinkhorn_eps > 0, "> 0"),
                              ("sinkhorn_iters", cfg.sinkhorn_iters >= 1, ">= 1"), ("anchor", cfg.anchor in ("best", "demos"),
-                             "best or demos")):
+                             "best or demos"), ("keypoints", cfg.keypoints >= 0, ">= 0")):
         if not ok:
             raise RobalignError(f"reward setting {key}={getattr(cfg, key)!r} is not allowed; it must be {allowed}")
+    if cfg.keypoints and cfg.method in ("rapl", "rlhf"):
+        shape = cfg.feature_shape
+        if cfg.features == "pooled" or shape is None or len(shape) != 3 or int(np.prod(shape)) != cfg.feature_dim:
+            raise RobalignError(f"keypoints={cfg.keypoints} reads places off a feature map: it needs features=spatial "
+                                f"or spatial8 and the map's shape (feature_shape, set from the backbone); "
+                                f"got features={cfg.features!r}, feature_shape={shape}")
     return REWARDS.get(cfg.method)(cfg)
 
 
