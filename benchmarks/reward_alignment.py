@@ -84,6 +84,8 @@ def main() -> None:
     parser.add_argument("--anchor", default="demos", choices=["best", "demos"], help="rapl's anchor")
     parser.add_argument("--embed", type=int, default=32)
     parser.add_argument("--max-epochs", type=int, default=100)
+    parser.add_argument("--lrs", type=float, nargs="+", default=list(LR_GRID),
+                        help="learning-rate grid each learned method is tuned on (one value: no tuning, for screening)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: two benchmarks share 2 cores)")
     parser.add_argument("--frame-size", type=int, default=96, help="the pool's agentview side, pixels")
     parser.add_argument("--image-size", type=int, default=96, help="frames are resized to this for the encoder")
@@ -120,8 +122,10 @@ def main() -> None:
     tuning = rank_triplets(person, trajs, train, 150, 0)
     lr_for = {}
     for method in args.methods:
-        if method in ("rapl", "rlhf"):
-            lr_for[method] = fit(method, base, feats, tuning, 0, train_cfg, LR_GRID)[1]["lr"]
+        if method in ("rapl", "rlhf") and len(args.lrs) == 1:
+            lr_for[method] = args.lrs[0]
+        elif method in ("rapl", "rlhf"):
+            lr_for[method] = fit(method, base, feats, tuning, 0, train_cfg, tuple(args.lrs))[1]["lr"]
             print(f"{method}: learning rate {lr_for[method]} (validation loss on the training answers)", flush=True)
     for seed in range(args.seeds):
         person = SimulatedAnnotator(objective, rationality=rationality, seed=seed)

@@ -293,7 +293,8 @@ def run_reward(cfg: DictConfig) -> Path:
 
     out = check_output_dir(cfg.output_dir or default_output_dir("reward"))
     model_cfg = RewardConfig(**{k: cfg[k] for k in (
-        "method", "encoder", "encoder_weights", "embed_dim", "hidden_dim", "frame_stride", "image_size", "relative",
+        "method", "encoder", "encoder_weights", "features", "keypoints", "embed_dim", "hidden_dim", "frame_stride",
+        "image_size", "relative",
         "sinkhorn_eps", "sinkhorn_iters", "anchor", "objective")})
     with _reward_store(cfg) as store:
         learn_reward(store, model_cfg, TrainConfig(**OmegaConf.to_container(cfg.train)), out, cfg.demos_top,

@@ -60,6 +60,21 @@ def test_reward_then_eval_writes_the_metrics_and_plots(answered_store, tmp_path,
     assert ((ev / "transport.png").exists()) == (method in ("rapl", "imagenet-ot"))
 
 
+def test_keypoint_reward_on_a_feature_map(answered_store, tmp_path, capsys):
+    out, ev = tmp_path / "kp", tmp_path / "kp-eval"
+    assert main(["reward", "method=rlhf", f"prefs={answered_store}", f"output_dir={out}", "features=spatial8",
+                 "keypoints=3", *SMALL]) == 0
+    cfg = json.loads((out / "reward_config.json").read_text())
+    assert (cfg["features"], cfg["keypoints"], cfg["feature_shape"]) == ("spatial8", 3, [40, 4, 4])  # 32 px / 8
+    assert main(["reward", "eval", f"reward={out}", f"prefs={answered_store}", f"output_dir={ev}",
+                 "objective=test_rewards_cli:score_objective", "progress=false"]) == 0
+    assert json.loads((ev / "reward_metrics.json").read_text())["trajectories"] == 12
+    assert main(["reward", "method=rlhf", f"prefs={answered_store}", f"output_dir={tmp_path / 'bad'}", "keypoints=3",
+                 *SMALL]) == 2
+    assert "keypoints=3 reads places off a feature map" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_reward_bad_input_leaves_nothing_behind(tmp_path, make_trajectory, capsys):
     empty = tmp_path / "empty"
     with PreferenceStore(empty) as store:
