@@ -11,7 +11,7 @@ Frames are used every `frame_stride` steps; a per-step reward is spread back ove
 steps it stands for, so the trajectory reward (its sum) is the same either way.
 
 Glossary: B batch, T steps, N used frames (T / frame_stride), F backbone features,
-D embedding size, K demos.
+D embedding size, K demos, P keypoints (C x h x w: a spatial feature map).
 """
 
 from __future__ import annotations
@@ -62,9 +62,9 @@ class RewardConfig:
 
 
 class KeypointHead(nn.Module):
-    """Spatial softmax (Levine et al. 2016): a 1x1 convolution makes K attention maps, each
+    """Spatial softmax (Levine et al. 2016): a 1x1 convolution makes P attention maps, each
     map's softmax over the h x w cells gives the expected (x, y) of what it attends to, and
-    a linear layer (or MLP) maps the 2K coordinates to the output. Where things are (the
+    a linear layer (or MLP) maps the 2P coordinates to the output. Where things are (the
     gripper against the vase) is all that passes; what a distractor looks like does not.
 
     (..., C * h * w) flat map -> (..., out).
@@ -73,20 +73,20 @@ class KeypointHead(nn.Module):
     def __init__(self, cfg: RewardConfig, out: int):
         super().__init__()
         C, h, w = cfg.feature_shape
-        self.shape, K = (C, h, w), cfg.keypoints
-        self.attend = nn.Linear(C, K)  # the 1x1 convolution, applied per cell
+        self.shape, P = (C, h, w), cfg.keypoints
+        self.attend = nn.Linear(C, P)  # the 1x1 convolution, applied per cell
         # How sharply each map picks its cells: learnt on a log scale, as Adam's steps on the
         # 1x1 weights alone sharpen a map too slowly for a few hundred answers.
         self.log_sharpness = nn.Parameter(torch.zeros(()))
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
         self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()], -1), persistent=False)  # (hw, 2)
-        self.out = head(dataclasses.replace(cfg, keypoints=0, feature_dim=2 * K), out)
+        self.out = head(dataclasses.replace(cfg, keypoints=0, feature_dim=2 * P), out)
 
     def points(self, x: torch.Tensor) -> torch.Tensor:
-        """(M, C * h * w) -> (M, K, 2): each keypoint's expected (x, y), in [-1, 1] across the map."""
+        """(M, C * h * w) -> (M, P, 2): each keypoint's expected (x, y), in [-1, 1] across the map."""
         C, h, w = self.shape
         cells = x.reshape(-1, C, h * w).transpose(1, 2)  # (M, hw, C)
-        attention = (self.attend(cells) * self.log_sharpness.exp()).softmax(1)  # (M, hw, K), sums to 1 over cells
+        attention = (self.attend(cells) * self.log_sharpness.exp()).softmax(1)  # (M, hw, P), sums to 1 over cells
         return torch.einsum("mck,cd->mkd", attention, self.grid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
