@@ -59,6 +59,7 @@ def fit(method, base: RewardConfig, feats, labels, seed, train_cfg, lrs=(None,))
     demo_ids = preferred_ids(labels, N_DEMOS)
     best = None
     for lr in lrs:
+        torch.manual_seed(seed)  # the head's initial weights: the same whichever runs came before
         model = make_reward(cfg)
         model.demos = [feats[t] for t in demo_ids]
         if lr is None or method not in ("rapl", "rlhf"):
