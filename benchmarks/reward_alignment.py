@@ -122,12 +122,12 @@ def main() -> None:
     person = SimulatedAnnotator(objective, rationality=rationality, seed=0)
     tuning = rank_triplets(person, trajs, train, 150, 0)
     lr_for = {}
-    for method in args.methods:
-        if method in ("rapl", "rlhf") and len(args.lrs) == 1:
+    for method in (m for m in args.methods if m in ("rapl", "rlhf")):
+        if len(args.lrs) == 1:  # screening: the one given
             lr_for[method] = args.lrs[0]
-        elif method in ("rapl", "rlhf"):
-            lr_for[method] = fit(method, base, feats, tuning, 0, train_cfg, tuple(args.lrs))[1]["lr"]
-            print(f"{method}: learning rate {lr_for[method]} (validation loss on the training answers)", flush=True)
+            continue
+        lr_for[method] = fit(method, base, feats, tuning, 0, train_cfg, tuple(args.lrs))[1]["lr"]
+        print(f"{method}: learning rate {lr_for[method]} (validation loss on the training answers)", flush=True)
     for seed in range(args.seeds):
         person = SimulatedAnnotator(objective, rationality=rationality, seed=seed)
         labels = rank_triplets(person, trajs, train, max(args.budgets), seed)

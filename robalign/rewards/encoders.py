@@ -112,9 +112,6 @@ class Backbone(nn.Module):
         with torch.no_grad():
             return tuple(self.spatial_map(torch.zeros(1, 3, image_size, image_size), kind).shape[1:])
 
-    def feature_dim(self, kind: str, image_size: int) -> int:
-        return int(np.prod(self.feature_shape(kind, image_size)))
-
     @torch.no_grad()
     def features(self, frames: np.ndarray | torch.Tensor, batch: int = 64, kind: str = "pooled") -> torch.Tensor:
         """(T, H, W, 3) uint8 frames -> (T, F) float32 features.
