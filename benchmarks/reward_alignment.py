@@ -28,7 +28,7 @@ from robalign.annotators import SimulatedAnnotator
 from robalign.envs import get_objective
 from robalign.envs.scene import robot_meshes
 from robalign.preferences.store import PreferenceStore
-from robalign.rewards.data import compute_features, preferred_ids
+from robalign.rewards.data import compute_features, compute_views, preferred_ids
 from robalign.rewards.evaluation import evaluate, plot_curve
 from robalign.rewards.models import RewardConfig, fit_to_backbone, make_reward
 from robalign.rewards.training import TrainConfig, train_reward
@@ -52,7 +52,7 @@ def rank_triplets(person, trajs: dict, ids: list[str], n: int, seed: int) -> lis
     return labels
 
 
-def fit(method, base: RewardConfig, feats, labels, seed, train_cfg, lrs=(None,)):
+def fit(method, base: RewardConfig, feats, labels, seed, train_cfg, lrs=(None,), views=None):
     """A trained (or, for imagenet-ot and oracle, configured) reward; with several `lrs`,
     the one with the lowest validation loss (on the training answers' own split) wins."""
     cfg = RewardConfig(**{**base.__dict__, "method": method})
@@ -64,7 +64,8 @@ def fit(method, base: RewardConfig, feats, labels, seed, train_cfg, lrs=(None,))
         model.demos = [feats[t] for t in demo_ids]
         if lr is None or method not in ("rapl", "rlhf"):
             return model, {}
-        hist = train_reward(model, feats, labels, TrainConfig(**{**train_cfg, "lr": lr, "seed": seed}), progress=False)
+        hist = train_reward(model, feats, labels, TrainConfig(**{**train_cfg, "lr": lr, "seed": seed}), progress=False,
+                            views=views)
         if best is None or hist["best_val_loss"] < best[1]["best_val_loss"]:
             best = (model, {**hist, "lr": lr})
     return best
@@ -87,6 +88,8 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--lrs", type=float, nargs="+", default=list(LR_GRID),
                         help="learning-rate grid each learned method is tuned on (one value: no tuning, for screening)")
+    parser.add_argument("--augment", type=int, default=0,
+                        help="augmented copies per training video (colour and shift, one look per episode; 0: none)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: two benchmarks share 2 cores)")
     parser.add_argument("--frame-size", type=int, default=96, help="the pool's agentview side, pixels")
     parser.add_argument("--image-size", type=int, default=96, help="frames are resized to this for the encoder")
@@ -111,6 +114,12 @@ def main() -> None:
     order = np.random.default_rng(0).permutation(len(ids))
     held = [ids[k] for k in order[:N_HELD]]
     train = [ids[k] for k in order[N_HELD:]]
+    views = None
+    if args.augment:  # training videos only: held-out ones are scored as recorded
+        start = time.perf_counter()
+        views = compute_views(make_reward(base), {t: trajs[t] for t in train}, args.augment,
+                              cache_dir=HERE / ".cache" / "reward-features", progress=True)
+        print(f"augmented features: {args.augment} copies of {len(views)} videos in {time.perf_counter() - start:.0f} s")
     values = np.array([objective(trajs[t]) for t in ids])
     print(f"{args.env} ({scene}): {len(train)} train / {len(held)} held-out trajectories; {objective_name} "
           f"{values.min():.3f} .. {values.max():.3f} (median {np.median(values):.3f}); rationality {rationality}")
@@ -126,7 +135,7 @@ def main() -> None:
         if len(args.lrs) == 1:  # screening: the one given
             lr_for[method] = args.lrs[0]
             continue
-        lr_for[method] = fit(method, base, feats, tuning, 0, train_cfg, tuple(args.lrs))[1]["lr"]
+        lr_for[method] = fit(method, base, feats, tuning, 0, train_cfg, tuple(args.lrs), views)[1]["lr"]
         print(f"{method}: learning rate {lr_for[method]} (validation loss on the training answers)", flush=True)
     for seed in range(args.seeds):
         person = SimulatedAnnotator(objective, rationality=rationality, seed=seed)
@@ -135,7 +144,7 @@ def main() -> None:
         for method in args.methods:
             for n in args.budgets:
                 t0 = time.perf_counter()
-                model, hist = fit(method, base, feats, labels[:n], seed, train_cfg, (lr_for.get(method),))
+                model, hist = fit(method, base, feats, labels[:n], seed, train_cfg, (lr_for.get(method),), views)
                 m = evaluate(model, {t: trajs[t] for t in held}, held_labels, objective, feats)
                 m = {k: v for k, v in m.items() if not k.startswith("_")}
                 m.update(seconds=time.perf_counter() - t0, lr=hist.get("lr"), epochs=hist.get("best_epoch"))
@@ -156,7 +165,7 @@ def main() -> None:
                   f"{cell(method, n, 'accuracy')} |")
     out = HERE / ".cache" / "reward-results"
     out.mkdir(parents=True, exist_ok=True)
-    head = f"-kp{args.keypoints}" if args.keypoints else ""
+    head = (f"-kp{args.keypoints}" if args.keypoints else "") + (f"-aug{args.augment}" if args.augment else "")
     stem = f"{args.env}-{scene}-{args.features}{head}-{args.anchor}-{args.frame_size}px-in{args.image_size}-{robot_meshes()}"
     (out / f"{stem}.json").write_text(json.dumps({m: {str(n): r for n, r in v.items()} for m, v in results.items()},
                                                  indent=1))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from robalign.errors import RobalignError
-from robalign.rewards.data import check_labels, load_videos, preferred_ids
+from robalign.rewards.data import augment_video, check_labels, compute_views, load_videos, preferred_ids
 from robalign.rewards.encoders import load_state_dict_file, make_backbone
 from robalign.rewards.evaluation import evaluate
 from robalign.rewards.models import RewardConfig, load_reward, make_reward
@@ -164,6 +164,78 @@ def test_training_learns_what_the_person_prefers(method, anchor):
     assert min(history["val_loss"]) < history["val_loss"][0]
     assert after > 0.7 and after > before + 0.3, (before, after)
 
+
+
+def shortcut_features(n: int, seed: int, shortcut: bool):
+    """Videos whose preferred-ness rises in feature 0 (with a little noise) and, in a
+    training set with `shortcut`, exactly in feature 1 as well: a lure a reward should not
+    learn, since on held-out videos feature 1 rises at random. Returns features, quality
+    and each video's lure."""
+    rng = np.random.default_rng(seed)
+    quality = rng.uniform(0, 1, n)
+    feats, lures = {}, {}
+    for i in range(n):
+        T = int(rng.integers(8, 14))
+        f = np.tile(rng.normal(0, 1, F_DIM), (T, 1)) + rng.normal(0, 0.05, (T, F_DIM))
+        f[:, 0] += np.linspace(0, 2 * (quality[i] + rng.normal(0, 0.1)), T)
+        lures[f"t{i:03d}"] = float(quality[i] if shortcut else rng.uniform(0, 1))
+        f[:, 1] += np.linspace(0, 2 * lures[f"t{i:03d}"], T)
+        feats[f"t{i:03d}"] = torch.tensor(f, dtype=torch.float32)
+    return feats, {f"t{i:03d}": float(q) for i, q in enumerate(quality)}, lures
+
+
+@pytest.mark.parametrize("method", ["rapl", "rlhf"])
+def test_augmented_views_teach_a_reward_to_ignore_a_lure(method):
+    """Augmented copies in which the lure rises at random (as recolouring varies a table's
+    colour) keep a reward off the lure that fits the training answers as well as the signal."""
+    feats, quality, lures = shortcut_features(60, seed=0, shortcut=True)
+    held_feats, held_quality, _ = shortcut_features(30, seed=1, shortcut=False)
+    labels = triplet_labels(quality, 120, seed=0)
+    rng = np.random.default_rng(0)
+    views = {}
+    for t, f in feats.items():
+        views[t] = [f.clone() for _ in range(8)]
+        for v in views[t]:
+            v[:, 1] += torch.linspace(0, 2 * (float(rng.uniform(0, 1)) - lures[t]), len(f))
+    rho = {}
+    for name, given in (("plain", None), ("views", views)):
+        torch.manual_seed(0)
+        model = make_reward(small_config(method))
+        model.demos = [feats[t] for t in preferred_ids(labels, 3)]
+        train_reward(model, feats, labels, TrainConfig(lr=3e-3, max_epochs=40, patience=10), progress=False,
+                     views=given)
+        rho[name] = held_out_rho(model, held_feats, held_quality)
+    assert rho["views"] > 0.55 and rho["views"] > rho["plain"] + 0.25, rho
+
+
+def test_augmented_video_keeps_one_look_per_episode_and_leaves_grey_grey():
+    frames = np.zeros((3, 16, 16, 3), np.uint8)
+    frames[:, :, :8] = [200, 40, 40]  # a red table
+    frames[:, :, 8:] = [128, 128, 128]  # a grey vase
+    frames[2, 0, 0] = [40, 200, 40]  # something moved in the last frame
+    looks = [augment_video(frames, np.random.default_rng(seed), shift=0) for seed in range(4)]
+    for out in looks:
+        assert out.shape == frames.shape and out.dtype == np.uint8
+        assert np.array_equal(out[0], out[1])  # the same frame gets the same look all episode
+        grey = out[0, :, 8:].astype(int)
+        assert np.abs(grey - grey[..., :1]).max() <= 2  # no colour appears on grey
+    tables = {tuple(out[0, 4, 2]) for out in looks}
+    assert len(tables) == 4  # every copy recolours the table its own way
+    shifted = augment_video(frames, np.random.default_rng(0), shift=4)
+    assert shifted.shape == frames.shape
+
+
+def test_views_are_seeded_copies_of_each_video(make_trajectory):
+    torch.manual_seed(0)
+    model = make_reward(RewardConfig(method="rlhf", image_size=32, frame_stride=2))
+    trajs = {"a": make_trajectory(1, steps=5), "b": make_trajectory(2, steps=4)}
+    views = compute_views(model, trajs, 2, seed=3, progress=False)
+    again = compute_views(model, trajs, 2, seed=3, progress=False)
+    plain = {t: model.frame_features(trajs[t]) for t in trajs}
+    for t in trajs:
+        assert len(views[t]) == 2 and views[t][0].shape == plain[t].shape
+        assert torch.equal(views[t][0], again[t][0])
+        assert not torch.allclose(views[t][0], views[t][1]) and not torch.allclose(views[t][0], plain[t])
 
 MAP = (3, 4, 5)  # C, h, w of the synthetic feature maps
 

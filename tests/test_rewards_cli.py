@@ -75,6 +75,22 @@ def test_keypoint_reward_on_a_feature_map(answered_store, tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
 
 
+
+def test_augmented_copies_change_what_the_reward_learns(answered_store, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    plain, augmented = tmp_path / "plain", tmp_path / "aug"
+    assert main(["reward", "method=rlhf", f"prefs={answered_store}", f"output_dir={plain}", *SMALL]) == 0
+    assert main(["reward", "method=rlhf", f"prefs={answered_store}", f"output_dir={augmented}", "train.augment=2",
+                 *SMALL]) == 0
+    assert json.loads((augmented / "training.json").read_text())["train"]["augment"] == 2
+    a, b = (load_file(d / "reward.safetensors") for d in (plain, augmented))
+    assert a.keys() == b.keys() and any(not (a[k] == b[k]).all() for k in a)  # same seed, other training data
+    assert main(["reward", "method=rlhf", f"prefs={answered_store}", f"output_dir={tmp_path / 'bad'}",
+                 "train.augment=-1", *SMALL]) == 2
+    assert "bad reward training setting augment=-1" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
 def test_reward_bad_input_leaves_nothing_behind(tmp_path, make_trajectory, capsys):
     empty = tmp_path / "empty"
     with PreferenceStore(empty) as store:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from robalign.errors import RobalignError
@@ -88,8 +90,6 @@ def load_videos(store, ids: list[str]) -> dict:
 def demos_from_dataset(path: str | Path, max_episodes: int = 50) -> dict:
     """{"demo-EPISODE": Trajectory with frames} from a LeRobotDataset written by `robalign demos`
     (the run directory or its dataset/ folder), at most `max_episodes` episodes."""
-    import numpy as np
-
     from robalign.types import Trajectory
 
     from robalign.data.demos import dataset_root
@@ -153,4 +153,47 @@ def compute_features(model, trajectories: dict, cache_dir: str | Path | None = N
             tmp = path.with_suffix(".tmp")
             save_file({"features": out[tid].contiguous()}, tmp)
             tmp.rename(path)
+    return out
+
+
+def augment_video(frames: np.ndarray, rng: np.random.Generator, shift: int = 4) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> the same video with one random look for the whole episode:
+    hue rotated anywhere on the colour wheel, saturation x[0.5, 1.5], brightness and
+    contrast x[0.8, 1.2], and the image shifted by up to `shift` pixels (edges repeated).
+
+    Why per episode: the distractors a reward must ignore (table colour, camera jitter)
+    are per episode too, and a look that changed frame to frame would itself look like
+    motion to a first-frame-relative reward. Grey and white (the arm, the vase) have no
+    hue, so the hue turn recolours the table and the clutter and leaves them be.
+    """
+    from torchvision.transforms.v2 import functional as TF
+
+    x = torch.as_tensor(frames).permute(0, 3, 1, 2)  # (T, 3, H, W)
+    x = TF.adjust_hue(x, float(rng.uniform(-0.5, 0.5)))
+    x = TF.adjust_saturation(x, float(rng.uniform(0.5, 1.5)))
+    x = TF.adjust_brightness(x, float(rng.uniform(0.8, 1.2)))
+    x = TF.adjust_contrast(x, float(rng.uniform(0.8, 1.2)))
+    if shift:
+        H, W = x.shape[-2:]
+        dy, dx = (int(v) for v in rng.integers(0, 2 * shift + 1, 2))
+        x = F.pad(x.float(), (shift, shift, shift, shift), mode="replicate")[..., dy: dy + H, dx: dx + W]
+        x = x.round().clamp(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def compute_views(model, trajectories: dict, views: int, seed: int = 0, cache_dir: str | Path | None = None,
+                  progress: bool = True) -> dict[str, list[torch.Tensor]]:
+    """{id: [(N, F) features of each of `views` augmented copies of its video]}, for
+    training (`train_reward(..., views=)`); copy k of a trajectory is seeded by (seed, id, k)."""
+    import dataclasses
+
+    out: dict[str, list[torch.Tensor]] = {tid: [] for tid in trajectories}
+    for k in range(views):
+        copies = {}
+        for tid, traj in trajectories.items():
+            rng = np.random.default_rng([seed, int(hashlib.sha256(tid.encode()).hexdigest()[:8], 16), k])
+            copies[f"{tid}~aug{seed}.{k}"] = dataclasses.replace(traj, frames=augment_video(traj.frames, rng))
+        feats = compute_features(model, copies, cache_dir, progress=progress)
+        for tid in trajectories:
+            out[tid].append(feats[f"{tid}~aug{seed}.{k}"])
     return out

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 from robalign.errors import RobalignError
-from robalign.rewards.data import (check_labels, compute_features, demos_from_dataset, frames_look, load_videos,
-                                   preferred_ids)
+from robalign.rewards.data import (check_labels, compute_features, compute_views, demos_from_dataset, frames_look,
+                                   load_videos, preferred_ids)
 from robalign.rewards.models import RewardConfig, fit_to_backbone, load_reward, make_reward
 from robalign.rewards.training import TrainConfig, train_reward
 
@@ -31,10 +31,12 @@ def learn_reward(store, cfg: RewardConfig, train: TrainConfig, output_dir: str |
     check_labels(labels)
     ids = sorted({t for group, _ in labels for t in group})
     demo_names: list[str] = []
-    demo_trajectories = None
+    demo_trajectories, views = None, None
     if model.visual:
         trajectories = load_videos(store, ids)
         features = compute_features(model, trajectories, progress=progress)
+        if train.augment and model.trainable:
+            views = compute_views(model, trajectories, train.augment, seed=train.seed, progress=progress)
         if cfg.method in ("rapl", "imagenet-ot"):
             if demos is not None:
                 demo_trajectories = demos_from_dataset(demos)
@@ -46,7 +48,7 @@ def learn_reward(store, cfg: RewardConfig, train: TrainConfig, output_dir: str |
                 model.demos = [features[t] for t in demo_names]
         seen = list(trajectories.values()) + (list(demo_trajectories.values()) if demo_trajectories else [])
         model.cfg.robot_meshes = frames_look(seen)
-    history = train_reward(model, features, labels, train, progress=progress) if model.trainable else {}
+    history = train_reward(model, features, labels, train, progress=progress, views=views) if model.trainable else {}
     with atomic_output_dir(output_dir) as tmp:
         if config_text is not None:
             (tmp / "config.yaml").write_text(config_text)

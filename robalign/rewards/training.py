@@ -12,7 +12,8 @@ so ties (p = 0.5) pull the two rewards together.
 
 A seeded share of the answers is held back for validation; training stops when the
 validation loss has not improved for `patience` epochs and the best weights are kept.
-Augmentation drops a random share of frames from each video every step.
+Augmentation drops a random share of frames from each video every step and, when
+augmented copies of the videos are given, draws each video among them.
 """
 
 from __future__ import annotations
@@ -40,17 +41,19 @@ class TrainConfig:
     patience: int = 10  # epochs without a better validation loss before stopping
     val_fraction: float = 0.2  # share of answers held back for early stopping (0: none, run max_epochs)
     frame_drop: float = 0.2  # augmentation: each frame is left out with this probability
+    augment: int = 0  # augmentation: recoloured, shifted copies of each video to draw among (data.compute_views)
     seed: int = 0
 
     def __post_init__(self):
         checks = {"lr": self.lr > 0, "batch_size": self.batch_size >= 1, "max_epochs": self.max_epochs >= 1,
                   "patience": self.patience >= 1, "val_fraction": 0 <= self.val_fraction < 1,
-                  "frame_drop": 0 <= self.frame_drop < 1, "weight_decay": self.weight_decay >= 0}
+                  "frame_drop": 0 <= self.frame_drop < 1, "weight_decay": self.weight_decay >= 0,
+                  "augment": isinstance(self.augment, int) and self.augment >= 0}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise RobalignError(f"bad reward training setting {bad[0]}={getattr(self, bad[0])!r}; allowed: lr > 0, "
                                 f"batch_size >= 1, max_epochs >= 1, patience >= 1, 0 <= val_fraction < 1, "
-                                f"0 <= frame_drop < 1, weight_decay >= 0")
+                                f"0 <= frame_drop < 1, weight_decay >= 0, augment an int >= 0")
 
 
 Comparison = tuple[str, str, float, "str | None"]
@@ -63,9 +66,19 @@ def comparisons_for(method: str, labels: list[Label], anchor: str = "best") -> l
 
 
 def comparison_logits(model, features: dict[str, torch.Tensor], batch: list[Comparison],
-                      frame_drop: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(len(batch),) logits scale * (R(a) - R(b)), each pair against its own anchor or the demos."""
-    seqs = [features[c[0]] for c in batch] + [features[c[1]] for c in batch]
+                      frame_drop: float = 0.0, generator: torch.Generator | None = None,
+                      views: dict[str, list[torch.Tensor]] | None = None) -> torch.Tensor:
+    """(len(batch),) logits scale * (R(a) - R(b)), each pair against its own anchor or the demos.
+    With `views`, each video is drawn at random among its original and augmented copies."""
+
+    def feat(tid: str) -> torch.Tensor:
+        copies = views.get(tid) if views else None
+        if not copies:
+            return features[tid]
+        k = int(torch.randint(len(copies) + 1, (1,), generator=generator))
+        return features[tid] if k == 0 else copies[k - 1]
+
+    seqs = [feat(c[0]) for c in batch] + [feat(c[1]) for c in batch]
     x, mask = pad_sequences(seqs)
     if frame_drop > 0:
         keep = torch.rand(mask.shape, generator=generator) >= frame_drop
@@ -80,7 +93,7 @@ def comparison_logits(model, features: dict[str, torch.Tensor], batch: list[Comp
         # score both members of every pair against their shared anchor.
         emb = model.embed_features(x)
         unique = sorted({batch[i][3] for i in anchored})
-        anchor_emb = dict(zip(unique, (model.embed_features(features[t]) for t in unique)))
+        anchor_emb = dict(zip(unique, (model.embed_features(feat(t)) for t in unique)))
         plain = [i for i in range(n) if batch[i][3] is None]
         rows = anchored + [i + n for i in anchored]
         parts = [(rows, model.embedded_step_rewards(emb[rows], mask[rows], [anchor_emb[batch[i % n][3]] for i in rows]))]
@@ -100,8 +113,10 @@ def split_labels(labels: list[Label], val_fraction: float, seed: int) -> tuple[l
 
 
 def train_reward(model, features: dict[str, torch.Tensor], labels: list[Label], cfg: TrainConfig,
-                 progress: bool = True) -> dict:
-    """Fit `model` to `labels` in place; returns the history (per-epoch losses, best epoch)."""
+                 progress: bool = True, views: dict[str, list[torch.Tensor]] | None = None) -> dict:
+    """Fit `model` to `labels` in place; returns the history (per-epoch losses, best epoch).
+    `views` ({id: [augmented copies' features]}, robalign.rewards.data.compute_views) are
+    drawn from in training steps only; validation reads the original videos."""
     check_labels(labels, set(features))
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -121,7 +136,7 @@ def train_reward(model, features: dict[str, torch.Tensor], labels: list[Label], 
         losses = []
         for start in range(0, len(train), cfg.batch_size):
             batch = [train[i] for i in rng.permutation(len(train))[start: start + cfg.batch_size]]
-            logits = comparison_logits(model, features, batch, cfg.frame_drop, generator)
+            logits = comparison_logits(model, features, batch, cfg.frame_drop, generator, views)
             loss = F.binary_cross_entropy_with_logits(logits, torch.tensor([c[2] for c in batch]))
             opt.zero_grad()
             loss.backward()
