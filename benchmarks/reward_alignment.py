@@ -165,7 +165,7 @@ def main() -> None:
                   f"{cell(method, n, 'accuracy')} |")
     out = HERE / ".cache" / "reward-results"
     out.mkdir(parents=True, exist_ok=True)
-    head = (f"-kp{args.keypoints}" if args.keypoints else "") + (f"-aug{args.augment}" if args.augment else "")
+    head = "".join(f"-{tag}{v}" for tag, v in (("kp", args.keypoints), ("h", args.hidden), ("aug", args.augment)) if v)
     stem = f"{args.env}-{scene}-{args.features}{head}-{args.anchor}-{args.frame_size}px-in{args.image_size}-{robot_meshes()}"
     (out / f"{stem}.json").write_text(json.dumps({m: {str(n): r for n, r in v.items()} for m, v in results.items()},
                                                  indent=1))
