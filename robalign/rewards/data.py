@@ -132,8 +132,9 @@ def frames_look(trajectories) -> str | None:
 
 
 def compute_features(model, trajectories: dict, cache_dir: str | Path | None = None,
-                     progress: bool = True) -> dict[str, torch.Tensor]:
-    """{id: (N, F) backbone features} of each trajectory's used frames, cached per encoder."""
+                     progress: bool = True, transform=None) -> dict[str, torch.Tensor]:
+    """{id: (N, F) backbone features} of each trajectory's used frames, cached per encoder.
+    `transform(id, trajectory) -> trajectory` is applied first, only to those not cached."""
     cfg = model.cfg
     cache = None
     if cache_dir is not None:
@@ -148,7 +149,7 @@ def compute_features(model, trajectories: dict, cache_dir: str | Path | None = N
         if path is not None and path.exists():
             out[tid] = load_file(path)["features"]
             continue
-        out[tid] = model.frame_features(traj)
+        out[tid] = model.frame_features(transform(tid, traj) if transform else traj)
         if path is not None:
             tmp = path.with_suffix(".tmp")
             save_file({"features": out[tid].contiguous()}, tmp)
@@ -187,13 +188,15 @@ def compute_views(model, trajectories: dict, views: int, seed: int = 0, cache_di
     training (`train_reward(..., views=)`); copy k of a trajectory is seeded by (seed, id, k)."""
     import dataclasses
 
+    def augmented(name: str, traj):  # one copy at a time, and only when its features are not cached
+        tid, k = copy_of[name]
+        rng = np.random.default_rng([seed, int(hashlib.sha256(tid.encode()).hexdigest()[:8], 16), k])
+        return dataclasses.replace(traj, frames=augment_video(traj.frames, rng))
+
+    copy_of = {f"{tid}~aug{seed}.{k}": (tid, k) for k in range(views) for tid in trajectories}
+    feats = compute_features(model, {name: trajectories[tid] for name, (tid, _) in copy_of.items()}, cache_dir,
+                             progress=progress, transform=augmented)
     out: dict[str, list[torch.Tensor]] = {tid: [] for tid in trajectories}
-    for k in range(views):
-        copies = {}
-        for tid, traj in trajectories.items():
-            rng = np.random.default_rng([seed, int(hashlib.sha256(tid.encode()).hexdigest()[:8], 16), k])
-            copies[f"{tid}~aug{seed}.{k}"] = dataclasses.replace(traj, frames=augment_video(traj.frames, rng))
-        feats = compute_features(model, copies, cache_dir, progress=progress)
-        for tid in trajectories:
-            out[tid].append(feats[f"{tid}~aug{seed}.{k}"])
+    for name, (tid, _) in copy_of.items():  # k ascending within each trajectory
+        out[tid].append(feats[name])
     return out
