@@ -10,7 +10,7 @@ import torch
 from robalign.errors import RobalignError
 from robalign.rewards.data import augment_video, check_labels, compute_views, load_videos, preferred_ids
 from robalign.rewards.encoders import load_state_dict_file, make_backbone
-from robalign.rewards.evaluation import evaluate
+from robalign.rewards.evaluation import LinearProbe, evaluate, trajectory_summary
 from robalign.rewards.models import RewardConfig, load_reward, make_reward
 from robalign.rewards.sinkhorn import cosine_cost, ot_step_costs, pad_sequences, sinkhorn
 from robalign.rewards.training import TrainConfig, train_reward
@@ -441,3 +441,25 @@ def test_evaluation_metrics_on_a_known_reward():
     assert m["accuracy"] == pytest.approx(2 / 3) and m["comparisons"] == 3
     # the relative rise grows with quality, the length differs: rho high but not computed from a constant
     assert m["spearman_traj"] > 0.7 and m["spearman_step"] is None
+
+
+def test_linear_probe_reads_a_linear_objective_and_not_noise():
+    rng = np.random.default_rng(0)
+    for F in (40, 600):  # fewer and more features than training videos (the two ridge forms)
+        x = rng.normal(size=(320, F))
+        signal = x[:, :3] @ np.array([1.0, -0.5, 0.25])
+        y = signal + 0.1 * rng.normal(size=320)
+        probe = LinearProbe(x[:120], y[:120])
+        assert probe.rho(x[120:], y[120:]) > (0.9 if F == 40 else 0.35)  # 600 features, 120 videos: ridge shrinks
+        # the ridge strength is picked on the training videos' folds alone
+        assert probe.alpha in probe.cv_rho and probe.cv_rho[probe.alpha] == max(v for v in probe.cv_rho.values())
+        unrelated = rng.normal(size=320)
+        assert abs(LinearProbe(x[:120], unrelated[:120]).rho(x[120:], unrelated[120:])) < 0.25
+    with pytest.raises(ValueError, match="E >= 10"):
+        LinearProbe(x[:6], y[:6])
+
+
+def test_trajectory_summary_is_the_mean_of_first_frame_relative_features():
+    feats = torch.tensor([[1.0, 2.0], [3.0, 2.0], [5.0, 5.0]])
+    np.testing.assert_allclose(trajectory_summary(feats), [2.0, 1.0])
+    np.testing.assert_allclose(trajectory_summary(feats, relative=False), [3.0, 3.0])

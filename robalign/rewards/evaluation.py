@@ -5,6 +5,9 @@
     spearman_traj   Spearman rho between the reward's trajectory totals and the true objective
     spearman_step   Spearman rho between per-step rewards and the objective's per-step form,
                     pooled over every step of every trajectory (None if it has no such form)
+
+and, before any preference is asked, whether the frozen features show the objective at
+all: `LinearProbe`, a ridge regression fitted to the true objective values.
 """
 
 from __future__ import annotations
@@ -56,6 +59,68 @@ def evaluate(model, trajectories: dict, labels: list[Label], objective=None,
                                             np.concatenate([objective.steps(trajectories[t]) for t in ids]))
         metrics["_truth"], metrics["_learned"] = truth, [total[t] for t in ids]
     return metrics
+
+
+# ---- can the features see the objective? ----------------------------------------------
+def trajectory_summary(feats: torch.Tensor, relative: bool = True) -> np.ndarray:
+    """(N, F) features of one video -> (F,) their mean over frames (first-frame-relative
+    with `relative`, as the rewards' heads see them). A linear head summed over frames,
+    the rlhf reward, is a linear function of this mean times the frame count."""
+    x = feats.double()
+    return (x - x[:1] if relative else x).mean(0).numpy()
+
+
+class LinearProbe:
+    """Ridge regression from trajectory summaries to the true objective.
+
+    Fitted to values a person never gives (the objective of every training trajectory),
+    it bounds from above what a linear reward on the same frozen features can learn from
+    preferences, which only say which of two is better: if the probe's held-out rank
+    correlation is low, no amount of answers will lift a linear head past it, and the
+    frames or the encoder must change. The ridge strength is chosen by k-fold
+    cross-validation on the training trajectories alone.
+
+    x: (E, F) summaries, y: (E,) objective values.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, alphas=(0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0),
+                 folds: int = 5, seed: int = 0):
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        if x.ndim != 2 or len(x) != len(y) or len(x) < 2 * folds:
+            raise ValueError(f"a probe needs (E, F) summaries and E values with E >= {2 * folds}; "
+                             f"got {x.shape} and {y.shape}")
+        self.mean, self.std = x.mean(0), x.std(0) + 1e-8
+        z = (x - self.mean) / self.std
+        parts = np.array_split(np.random.default_rng(seed).permutation(len(y)), folds)
+        self.cv_rho: dict[float, float | None] = {}
+        for alpha in alphas:
+            pred = np.empty(len(y))
+            for k, test in enumerate(parts):
+                train = np.concatenate([p for j, p in enumerate(parts) if j != k])
+                w, b = _ridge(z[train], y[train], alpha)
+                pred[test] = z[test] @ w + b
+            self.cv_rho[alpha] = _rho(pred, y)
+        self.alpha = max(alphas, key=lambda a: -math.inf if self.cv_rho[a] is None else self.cv_rho[a])
+        self.weights, self.bias = _ridge(z, y, self.alpha)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.std) @ self.weights + self.bias
+
+    def rho(self, x: np.ndarray, y: np.ndarray) -> float | None:
+        """Spearman rho of the probe's predictions for `x` against the true values `y`."""
+        return _rho(self.predict(x), y)
+
+
+def _ridge(z: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    """Weights and bias minimising |z w + b - y|^2 + alpha |w|^2 (b unpenalised). Solved in
+    whichever of the F x F and E x E forms is smaller: features often outnumber videos."""
+    yc, zc = y - y.mean(), z - z.mean(0)
+    E, F = zc.shape
+    if F <= E:
+        w = np.linalg.solve(zc.T @ zc + alpha * np.eye(F), zc.T @ yc)
+    else:
+        w = zc.T @ np.linalg.solve(zc @ zc.T + alpha * np.eye(E), yc)
+    return w, float(y.mean() - z.mean(0) @ w)
 
 
 # ---- plots ------------------------------------------------------------------------------
