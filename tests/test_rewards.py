@@ -455,7 +455,7 @@ def test_linear_probe_reads_a_linear_objective_and_not_noise():
         assert probe.alpha in probe.cv_rho and probe.cv_rho[probe.alpha] == max(v for v in probe.cv_rho.values())
         unrelated = rng.normal(size=320)
         assert abs(LinearProbe(x[:120], unrelated[:120]).rho(x[120:], unrelated[120:])) < 0.25
-    with pytest.raises(ValueError, match="E >= 10"):
+    with pytest.raises(RobalignError, match="E >= 10"):
         LinearProbe(x[:6], y[:6])
 
 

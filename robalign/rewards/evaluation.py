@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from robalign.errors import RobalignError
 from robalign.preferences.store import pairs_of
 from robalign.rewards.data import Label
 
@@ -87,7 +88,7 @@ class LinearProbe:
                  folds: int = 5, seed: int = 0):
         x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
         if x.ndim != 2 or len(x) != len(y) or len(x) < 2 * folds:
-            raise ValueError(f"a probe needs (E, F) summaries and E values with E >= {2 * folds}; "
+            raise RobalignError(f"a probe needs (E, F) summaries and E values with E >= {2 * folds}; "
                              f"got {x.shape} and {y.shape}")
         self.mean, self.std = x.mean(0), x.std(0) + 1e-8
         z = (x - self.mean) / self.std
