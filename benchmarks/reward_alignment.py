@@ -52,6 +52,17 @@ def rank_triplets(person, trajs: dict, ids: list[str], n: int, seed: int) -> lis
     return labels
 
 
+def pool_split(env: str, distractors: bool, size: int, frame_size: int) -> tuple[dict, list[str], list[str]]:
+    """The pool's trajectories with frames ({id: Trajectory}), and its fixed split into
+    train ids and N_HELD held-out ids (seeded; every reward benchmark uses this one)."""
+    root = build_pool(env, distractors, size, frame_size)
+    with PreferenceStore(root, create=False) as store:
+        ids = sorted(store.trajectory_ids())[:size]
+        trajs = {t: store.load_trajectory(t, frames=True) for t in ids}
+    order = np.random.default_rng(0).permutation(len(ids))
+    return trajs, [ids[k] for k in order[N_HELD:]], [ids[k] for k in order[:N_HELD]]
+
+
 def fit(method, base: RewardConfig, feats, labels, seed, train_cfg, lrs=(None,), views=None):
     """A trained (or, for imagenet-ot and oracle, configured) reward; with several `lrs`,
     the one with the lowest validation loss (on the training answers' own split) wins."""
@@ -100,20 +111,15 @@ def main() -> None:
     objective = get_objective(objective_name)
     rationality = objective.rationality  # registered with the objective: clearance 200, handle-grasp 10
     scene = "distractors" if args.distractors else "clean"
-    root = build_pool(args.env, args.distractors, args.pool, args.frame_size)
+    trajs, train, held = pool_split(args.env, args.distractors, args.pool, args.frame_size)
+    ids = sorted(trajs)
     base = fit_to_backbone(RewardConfig(method="rapl", objective=objective_name, env=args.env,
                                         relative=bool(args.relative), hidden_dim=args.hidden, embed_dim=args.embed,
                                         features=args.features, anchor=args.anchor, image_size=args.image_size,
                                         keypoints=args.keypoints))
-    with PreferenceStore(root, create=False) as store:
-        ids = sorted(store.trajectory_ids())[: args.pool]
-        trajs = {t: store.load_trajectory(t, frames=True) for t in ids}
     start = time.perf_counter()
     feats = compute_features(make_reward(base), trajs, cache_dir=HERE / ".cache" / "reward-features", progress=True)
     print(f"features: {len(feats)} videos in {time.perf_counter() - start:.0f} s")
-    order = np.random.default_rng(0).permutation(len(ids))
-    held = [ids[k] for k in order[:N_HELD]]
-    train = [ids[k] for k in order[N_HELD:]]
     views = None
     if args.augment:  # training videos only: held-out ones are scored as recorded
         start = time.perf_counter()

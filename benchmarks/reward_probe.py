@@ -19,13 +19,11 @@ import numpy as np
 
 import robalign.envs as envs  # noqa: F401  (before anything imports mujoco)
 from robalign.envs import get_objective
-from robalign.preferences.store import PreferenceStore
 from robalign.rewards.data import compute_features
 from robalign.rewards.evaluation import LinearProbe, trajectory_summary
 from robalign.rewards.models import RewardConfig, fit_to_backbone, make_reward
 
-from reward_alignment import HERE, N_HELD, TASKS
-from reward_data import build_pool
+from reward_alignment import HERE, TASKS, pool_split
 
 
 def main() -> None:
@@ -40,12 +38,8 @@ def main() -> None:
     args = parser.parse_args()
 
     objective = get_objective(TASKS[args.env])
-    root = build_pool(args.env, args.distractors, args.pool, args.frame_size)
-    with PreferenceStore(root, create=False) as store:
-        ids = sorted(store.trajectory_ids())[: args.pool]
-        trajs = {t: store.load_trajectory(t, frames=True) for t in ids}
-    order = np.random.default_rng(0).permutation(len(ids))  # reward_alignment.py's split
-    held, train = [ids[k] for k in order[:N_HELD]], [ids[k] for k in order[N_HELD:]]
+    trajs, train, held = pool_split(args.env, args.distractors, args.pool, args.frame_size)
+    ids = sorted(trajs)
     y = {t: objective(trajs[t]) for t in ids}
     scene = "distractors" if args.distractors else "clean"
     print(f"\n{args.env} ({scene}, {args.frame_size} px): linear probe on {len(train)} train trajectories' "
