@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from robalign.errors import RobalignError
-from robalign.rewards.data import augment_video, check_labels, compute_views, load_videos, preferred_ids
+from robalign.rewards.data import (augment_video, check_labels, compute_features, compute_views, load_videos,
+                                   preferred_ids)
 from robalign.rewards.encoders import load_state_dict_file, make_backbone
 from robalign.rewards.evaluation import LinearProbe, evaluate, trajectory_summary
 from robalign.rewards.models import RewardConfig, load_reward, make_reward
@@ -236,6 +237,20 @@ def test_views_are_seeded_copies_of_each_video(make_trajectory):
         assert len(views[t]) == 2 and views[t][0].shape == plain[t].shape
         assert torch.equal(views[t][0], again[t][0])
         assert not torch.allclose(views[t][0], views[t][1]) and not torch.allclose(views[t][0], plain[t])
+
+def test_cached_features_follow_the_frames_not_only_the_id(make_trajectory, tmp_path):
+    # A trajectory's id hashes its arrays, not its video: the same seeded episode seen through
+    # another camera has the same id, and must not be handed the first camera's features.
+    torch.manual_seed(0)
+    model = make_reward(RewardConfig(method="rlhf", image_size=32, frame_stride=2))
+    first = make_trajectory(1, steps=5)
+    other_camera = dataclasses.replace(first, frames=255 - first.frames)
+    a = compute_features(model, {"t": first}, cache_dir=tmp_path, progress=False)["t"]
+    b = compute_features(model, {"t": other_camera}, cache_dir=tmp_path, progress=False)["t"]
+    assert torch.allclose(b, model.frame_features(other_camera)) and not torch.allclose(a, b)
+    again = compute_features(model, {"t": first}, cache_dir=tmp_path, progress=False)["t"]
+    assert torch.equal(again, a) and len(list(tmp_path.rglob("*.safetensors"))) == 2  # both read from the cache
+
 
 MAP = (3, 4, 5)  # C, h, w of the synthetic feature maps
 

@@ -134,7 +134,11 @@ def frames_look(trajectories) -> str | None:
 def compute_features(model, trajectories: dict, cache_dir: str | Path | None = None,
                      progress: bool = True, transform=None) -> dict[str, torch.Tensor]:
     """{id: (N, F) backbone features} of each trajectory's used frames, cached per encoder.
-    `transform(id, trajectory) -> trajectory` is applied first, only to those not cached."""
+    `transform(id, trajectory) -> trajectory` is applied first, only to those not cached.
+
+    A cached file is named by the id *and* a hash of the frames: a trajectory's id hashes
+    its arrays, not its video, so the same seeded episode recorded through another camera
+    or at another size has the same id and must not be handed the other video's features."""
     cfg = model.cfg
     cache = None
     if cache_dir is not None:
@@ -145,7 +149,12 @@ def compute_features(model, trajectories: dict, cache_dir: str | Path | None = N
 
     out = {}
     for tid, traj in tqdm(trajectories.items(), desc="video features", unit="video", disable=not progress):
-        path = cache / f"{tid}.safetensors" if cache is not None else None
+        path = None
+        if cache is not None:
+            if traj.frames is None:
+                raise RobalignError(f"trajectory {tid[:16]} has no frames to compute features of")
+            frames_sha = hashlib.sha256(np.ascontiguousarray(traj.frames).tobytes()).hexdigest()[:16]
+            path = cache / f"{tid}-{frames_sha}.safetensors"
         if path is not None and path.exists():
             out[tid] = load_file(path)["features"]
             continue
