@@ -252,6 +252,29 @@ def test_object_tokens_read_each_object_relative_to_the_gripper(tmp_path):
         tiny(env_state_layout=[[2, 1], [2, 0]])
 
 
+def test_proprioception_choice_leaves_out_the_joints_or_every_absolute_position():
+    """`pose` reads no arm joint (state 9:16), `hand` no joint and no gripper xyz (0:3); `all`
+    reads both. Checked on the prefix tokens, which are all the state reaches."""
+    full = {k: {"min": -torch.ones(d), "max": torch.ones(d)} for k, d in (("state", 16), ("environment_state", E),
+                                                                        ("action", A))}
+    o = {**obs(), "state": torch.randn(2, 1, 16, generator=torch.Generator().manual_seed(1))}
+    joints, position = o["state"].clone(), o["state"].clone()
+    joints[..., 9:] += 0.3
+    position[..., :3] += 0.1
+    for choice, reads_joints, reads_position in (("all", True, True), ("pose", False, True), ("hand", False, False)):
+        torch.manual_seed(0)
+        policy = make_policy("vla", full, {"d_model": 32, "n_heads": 2, "n_layers": 1, "proprioception": choice},
+                             state_dim=16, env_state_dim=E, action_dim=A).eval()
+        with torch.no_grad():
+            base = policy.prefix(o).tokens
+            for moved, reads in ((joints, reads_joints), (position, reads_position)):
+                assert torch.equal(policy.prefix({**o, "state": moved}).tokens, base) != reads, (choice, reads)
+    with pytest.raises(RobalignError, match="proprioception='joints' \\(all, pose, hand\\)"):
+        tiny(proprioception="joints")
+    with pytest.raises(RobalignError, match="needs robalign's 16-value state"):
+        tiny(proprioception="pose")  # the tiny policy's state has 5 values
+
+
 def test_load_time_overrides_change_inference_settings_only(tmp_path):
     """`load_policy(overrides=)` (eval's policy_config.*): greedy decoding of a saved policy;
     a misspelt field or one that changes the network's shape is refused."""

@@ -14,6 +14,11 @@ import dataclasses
 from robalign.errors import RobalignError
 
 
+# Which values of robalign.envs' `state` (eef xyz 0:3, quaternion 3:7, fingers 7:9, arm joints
+# 9:16) each `proprioception` choice reads; None: all of them.
+PROPRIOCEPTION = {"all": None, "pose": tuple(range(9)), "hand": tuple(range(3, 9))}
+
+
 @dataclasses.dataclass
 class VLAPolicyConfig:
     # ---- data shapes (filled in from the dataset by `robalign pretrain`) ----
@@ -26,6 +31,10 @@ class VLAPolicyConfig:
     # ---- what the policy conditions on (the instruction always) ----
     use_env_state: bool = True     # read `environment_state`: the low-dim state route (fast on CPU)
     use_image: bool = False        # read `image` as 6x6 tokens of frozen EfficientNet-Lite0 features
+    proprioception: str = "all"    # which of `state` the state token reads: all (its S values), pose (gripper
+                                   # xyz, quaternion and fingers: no arm joints, whose redundant posture
+                                   # records the path so far) or hand (quaternion and fingers: every position
+                                   # then comes as an object's offset from the gripper)
     object_tokens: bool = True     # environment_state as one token per object (env_state_layout), each with
                                    # its xyz minus the gripper's: the offset the expert steers by, so a policy
                                    # off the demo's path still sees where the cube is; false (or no layout):
@@ -64,6 +73,11 @@ class VLAPolicyConfig:
             problems.append(f"instruction_tokens={self.instruction_tokens} (0: one sentence token, or 3 .. 64)")
         if self.text_encoder != "all-MiniLM-L6-v2":
             problems.append(f"text_encoder={self.text_encoder!r} (all-MiniLM-L6-v2)")
+        if self.proprioception not in PROPRIOCEPTION:
+            problems.append(f"proprioception={self.proprioception!r} ({', '.join(PROPRIOCEPTION)})")
+        elif self.proprioception != "all" and self.state_dim < 9:
+            problems.append(f"proprioception={self.proprioception!r} needs robalign's 16-value state "
+                            f"(state_dim={self.state_dim}); use all")
         if not 0 <= self.dropout < 1:
             problems.append(f"dropout={self.dropout} (0 <= dropout < 1)")
         layout = [tuple(o) for o in self.env_state_layout]

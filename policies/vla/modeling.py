@@ -41,7 +41,7 @@ from robalign.errors import RobalignError
 from .. import register_policy
 from ..pretrained import ChunkSample, Policy
 from . import language
-from .configuration import VLAPolicyConfig
+from .configuration import PROPRIOCEPTION, VLAPolicyConfig
 
 IMAGE_CHANNELS = 112  # EfficientNet-Lite0's stride-16 stage
 EEF_POS = slice(0, 3)  # the gripper's xyz in `state` (robalign.envs.base's proprioception layout)
@@ -79,7 +79,9 @@ class VLAPolicy(Policy):
         super().__init__(config, stats)
         c, d = config, config.d_model
         self.text_proj = nn.Linear(language.DIM, d)
-        self.state_proj = nn.Linear(c.state_dim, d)
+        read = PROPRIOCEPTION[c.proprioception]
+        self.register_buffer("state_read", torch.tensor(read if read else range(c.state_dim)), persistent=False)
+        self.state_proj = nn.Linear(len(self.state_read), d)
         self.env_proj = nn.Linear(c.env_state_dim, d) if c.use_env_state and not self.objects else None
         self.object_proj = nn.ModuleList(nn.Linear(size + 3 * has_xyz, d) for size, has_xyz in self.objects)
         self.image_proj = nn.Linear(IMAGE_CHANNELS, d) if c.use_image else None
@@ -154,7 +156,7 @@ class VLAPolicy(Policy):
             text, real = language.embed(obs["instruction"])[:, None], torch.ones(B, 1, dtype=torch.bool)
         parts = [self.text_proj(text.to(dev))]
         state = obs["state"].to(dev).float()
-        parts.append(self.state_proj(self.normalizer.normalize("state", state)))
+        parts.append(self.state_proj(self.normalizer.normalize("state", state)[..., self.state_read]))
         if self.objects:
             parts.append(self.object_tokens(state, obs["environment_state"].to(dev).float()))
         elif c.use_env_state:
