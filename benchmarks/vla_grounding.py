@@ -10,6 +10,13 @@
 
 A policy can fit pick-place-lang's training windows well without this: mid-episode the
 arm's motion already gives the target away, so only the first steps need the language.
+
+Then, does it steer by the cube? On demo frames where the open gripper is within 3 cm (xy)
+of the named cube, the expert's xy action is 30x the offset to its target (gain 1.5 over
+OSC's 5 cm per unit), 0.3 per cm. The greedy first action is taken again with the named
+cube moved 1 cm along x and along y in the observation, and with another cube moved the
+same: a policy that steers by the cube follows the first by about 0.3 and ignores the
+second; one that replays the demos' path from the arm's state follows neither.
 """
 
 from __future__ import annotations
@@ -65,6 +72,37 @@ def main() -> None:
           f"{nll_swapped:.3f} with it swapped")
     print(f"first move heads to the named cube: policy {heads_to_named(move):.0%}, "
           f"demos {heads_to_named(chunk[:, 0, :2]):.0%} (chance ~33%)")
+    steering(policy, windows, args.episodes)
+
+
+def steering(policy, windows, n: int, shift: float = 0.01) -> None:
+    """Greedy first action's xy response to moving the named cube, or another cube, by
+    `shift` metres (see the module docstring)."""
+    c = policy.config
+    keys = policy.input_keys(c)
+    frames = torch.randperm(len(windows), generator=torch.Generator().manual_seed(0))[:20 * n]
+    batch = windows.batch(frames)
+    eef, env = batch["state"][:, -1, :3], batch["environment_state"][:, -1]
+    named = torch.tensor([colour_of(t) for t in batch["instruction"]])
+    cube = torch.stack([env[i, 5 * k:5 * k + 3] for i, k in enumerate(named.tolist())])
+    near = ((cube[:, :2] - eef[:, :2]).norm(dim=1) < 0.03) & (eef[:, 2] > cube[:, 2]) & (batch["action"][:, -1, -1] < 0)
+    pick = torch.nonzero(near)[:n, 0]
+    obs = {k: (batch[k][pick] if torch.is_tensor(batch[k]) else [batch[k][i] for i in pick.tolist()]) for k in keys}
+    named, other = named[pick], (named[pick] + 1) % 3
+
+    def first_xy(o):
+        with torch.no_grad():
+            return policy.detokenize(policy.sample_tokens(o, temperature=0)[0])[:, 0, :2]
+
+    base = first_xy(obs)
+    print(f"{len(pick)} demo frames with the open gripper within 3 cm of the named cube; "
+          f"xy action response per {shift * 100:.0f} cm (the expert: {30 * shift:.2f}):")
+    for who, index in (("named cube", named), ("another cube", other)):
+        for axis in (0, 1):
+            moved = obs["environment_state"].clone()
+            moved[torch.arange(len(pick)), :, 5 * index + axis] += shift
+            delta = first_xy({**obs, "environment_state": moved})[:, axis] - base[:, axis]
+            print(f"  {who} moved along {'xy'[axis]}: mean {delta.mean():+.3f}, median {delta.median():+.3f}")
 
 
 if __name__ == "__main__":

@@ -252,6 +252,29 @@ def test_object_tokens_read_each_object_relative_to_the_gripper(tmp_path):
         tiny(env_state_layout=[[2, 1], [2, 0]])
 
 
+def test_gripper_frame_object_tokens_carry_no_absolute_position():
+    """object_frame=gripper: an object token reads its offset from the gripper and its other
+    values, not its xyz, so moving the gripper and every object together leaves the tokens as
+    they were (untouched weights); moving one object still changes its token."""
+    layout = [[3, 1], [1, 0]]
+    policy = tiny(env_state_layout=layout, object_frame="gripper")
+    assert [p.in_features for p in policy.object_proj] == [3, 1]  # the offset alone (not xyz too); a plain value
+    o = obs()
+    state, env = o["state"], o["environment_state"]
+    shift = torch.tensor([0.05, -0.02, 0.03])
+    state_moved, env_moved = state.clone(), env.clone()
+    state_moved[..., :3] += shift
+    env_moved[..., :3] += shift
+    with torch.no_grad():
+        base = policy.object_tokens(state, env)
+        torch.testing.assert_close(policy.object_tokens(state_moved, env_moved), base)
+        assert not torch.allclose(policy.object_tokens(state, env_moved)[:, 0], base[:, 0])
+        both = tiny(env_state_layout=layout)
+        assert not torch.allclose(both.object_tokens(state_moved, env_moved), both.object_tokens(state, env))
+    with pytest.raises(RobalignError, match="object_frame='world' \\(both, gripper\\)"):
+        tiny(object_frame="world")
+
+
 def test_proprioception_choice_leaves_out_the_joints_or_every_absolute_position():
     """`pose` reads no arm joint (state 9:16), `hand` no joint and no gripper xyz (0:3); `all`
     reads both. Checked on the prefix tokens, which are all the state reaches."""

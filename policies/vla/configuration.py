@@ -33,12 +33,14 @@ class VLAPolicyConfig:
     use_image: bool = False        # read `image` as 6x6 tokens of frozen EfficientNet-Lite0 features
     proprioception: str = "all"    # which of `state` the state token reads: all (its S values), pose (gripper
                                    # xyz, quaternion and fingers: no arm joints, whose redundant posture
-                                   # records the path so far) or hand (quaternion and fingers: every position
-                                   # then comes as an object's offset from the gripper)
+                                   # records the path so far) or hand (quaternion and fingers: no gripper xyz)
     object_tokens: bool = True     # environment_state as one token per object (env_state_layout), each with
                                    # its xyz minus the gripper's: the offset the expert steers by, so a policy
                                    # off the demo's path still sees where the cube is; false (or no layout):
                                    # the whole state as one token of absolute values
+    object_frame: str = "both"     # what an object token says of its position: both (its absolute xyz and its
+                                   # offset from the gripper) or gripper (the offset only: with proprioception
+                                   # hand nothing absolute is left, so no lookup by where things are in the world)
     instruction_tokens: int = 16   # the instruction as MiniLM's per-token states, one prefix token each ([CLS] and
                                    # [SEP] included; padding is masked; a longer one keeps its first T-1 and [SEP]),
                                    # so a colour word has a token to attend to; 0: one token of the mean-pooled
@@ -78,6 +80,8 @@ class VLAPolicyConfig:
         elif self.proprioception != "all" and self.state_dim < 9:
             problems.append(f"proprioception={self.proprioception!r} needs robalign's 16-value state "
                             f"(state_dim={self.state_dim}); use all")
+        if self.object_frame not in ("both", "gripper"):
+            problems.append(f"object_frame={self.object_frame!r} (both, gripper)")
         if not 0 <= self.dropout < 1:
             problems.append(f"dropout={self.dropout} (0 <= dropout < 1)")
         layout = [tuple(o) for o in self.env_state_layout]

@@ -83,7 +83,9 @@ class VLAPolicy(Policy):
         self.register_buffer("state_read", torch.tensor(read if read else range(c.state_dim)), persistent=False)
         self.state_proj = nn.Linear(len(self.state_read), d)
         self.env_proj = nn.Linear(c.env_state_dim, d) if c.use_env_state and not self.objects else None
-        self.object_proj = nn.ModuleList(nn.Linear(size + 3 * has_xyz, d) for size, has_xyz in self.objects)
+        self.relative_only = c.object_frame == "gripper"
+        self.object_proj = nn.ModuleList(nn.Linear(size + 3 * has_xyz * (not self.relative_only), d)
+                                         for size, has_xyz in self.objects)
         self.image_proj = nn.Linear(IMAGE_CHANNELS, d) if c.use_image else None
         self.prefix_pos = nn.Parameter(torch.zeros(self.prefix_length, d))
         self.token_embed = nn.Embedding(c.n_bins + 1, d)  # index n_bins is BOS
@@ -173,12 +175,14 @@ class VLAPolicy(Policy):
 
     def object_tokens(self, state: torch.Tensor, env_state: torch.Tensor) -> torch.Tensor:
         """(B, O*To, d) tokens, object by object, from state (B, To, S) and env_state (B, To, E)
-        in env units: each object's normalised values, then its xyz minus the gripper's."""
+        in env units: each object's normalised values (less its xyz with object_frame=gripper),
+        then its xyz minus the gripper's."""
         unit = self.normalizer.normalize("environment_state", env_state)
         eef = state[..., EEF_POS]
         tokens, start = [], 0
         for proj, (size, has_xyz) in zip(self.object_proj, self.objects):
-            values = [unit[..., start:start + size]]
+            absolute = 3 if has_xyz and self.relative_only else 0  # an object's xyz comes first
+            values = [unit[..., start + absolute:start + size]]
             if has_xyz:
                 values.append((env_state[..., start:start + 3] - eef) / OFFSET_SCALE)
             tokens.append(proj(torch.cat(values, -1)))  # (B, To, d)
