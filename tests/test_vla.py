@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from robalign.errors import RobalignError
 from robalign.policies import ObservationError, load_policy, make_policy
-from robalign.policies.vla.modeling import Prefix
+from robalign.policies.vla.modeling import OFFSET_SCALE, Prefix
 
 S, E, A = 5, 4, 2
 
@@ -273,6 +273,29 @@ def test_gripper_frame_object_tokens_carry_no_absolute_position():
         assert not torch.allclose(both.object_tokens(state_moved, env_moved), both.object_tokens(state, env))
     with pytest.raises(RobalignError, match="object_frame='world' \\(both, gripper\\)"):
         tiny(object_frame="world")
+
+
+def test_offset_frequencies_add_sines_and_cosines_of_the_gripper_offset():
+    """offset_frequencies=F: an object token's input grows by 6F (sin and cos of 3 offsets at F
+    periods) and those features are sin / cos of pi 2^k times the offset in OFFSET_SCALE units;
+    a plain value's token is as it was; F outside 0 .. 10 is refused."""
+    layout = [[3, 1], [1, 0]]
+    policy = tiny(env_state_layout=layout, offset_frequencies=2)
+    assert [p.in_features for p in policy.object_proj] == [3 + 3 + 6 * 2, 1]
+    o = obs()
+    state, env = o["state"], o["environment_state"]
+    with torch.no_grad():
+        proj = policy.object_proj[0]
+        seen = []
+        proj.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+        policy.object_tokens(state, env)
+    offset = (env[..., :3] - state[..., :3]) / OFFSET_SCALE
+    angles = offset[..., None] * torch.tensor([torch.pi, 2 * torch.pi])  # (..., 3, F)
+    torch.testing.assert_close(seen[0][..., 3:6], offset)
+    torch.testing.assert_close(seen[0][..., 6:12], angles.sin().flatten(-2))
+    torch.testing.assert_close(seen[0][..., 12:18], angles.cos().flatten(-2))
+    with pytest.raises(RobalignError, match="offset_frequencies=11 \\(0 .. 10\\)"):
+        tiny(offset_frequencies=11)
 
 
 def test_proprioception_choice_leaves_out_the_joints_or_every_absolute_position():

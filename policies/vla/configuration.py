@@ -38,6 +38,9 @@ class VLAPolicyConfig:
                                    # its xyz minus the gripper's: the offset the expert steers by, so a policy
                                    # off the demo's path still sees where the cube is; false (or no layout):
                                    # the whole state as one token of absolute values
+    offset_frequencies: int = 0    # F: an object token also reads sin and cos of its offset at periods of
+                                   # 20 cm / 2^k, k < F (Fourier features), so a linear layer resolves the
+                                   # centimetres a grasp needs; 0: the offset alone
     object_frame: str = "both"     # what an object token says of its position: both (its absolute xyz and its
                                    # offset from the gripper) or gripper (the offset only: with proprioception
                                    # hand nothing absolute is left, so no lookup by where things are in the world)
@@ -80,6 +83,8 @@ class VLAPolicyConfig:
         elif self.proprioception != "all" and self.state_dim < 9:
             problems.append(f"proprioception={self.proprioception!r} needs robalign's 16-value state "
                             f"(state_dim={self.state_dim}); use all")
+        if not 0 <= self.offset_frequencies <= 10:
+            problems.append(f"offset_frequencies={self.offset_frequencies} (0 .. 10)")
         if self.object_frame not in ("both", "gripper"):
             problems.append(f"object_frame={self.object_frame!r} (both, gripper)")
         if not 0 <= self.dropout < 1:

@@ -84,7 +84,8 @@ class VLAPolicy(Policy):
         self.state_proj = nn.Linear(len(self.state_read), d)
         self.env_proj = nn.Linear(c.env_state_dim, d) if c.use_env_state and not self.objects else None
         self.relative_only = c.object_frame == "gripper"
-        self.object_proj = nn.ModuleList(nn.Linear(size + 3 * has_xyz * (not self.relative_only), d)
+        offset_width = 3 * (1 + 2 * c.offset_frequencies)  # the offset, then its sines and cosines
+        self.object_proj = nn.ModuleList(nn.Linear(size - 3 * has_xyz * self.relative_only + offset_width * has_xyz, d)
                                          for size, has_xyz in self.objects)
         self.image_proj = nn.Linear(IMAGE_CHANNELS, d) if c.use_image else None
         self.prefix_pos = nn.Parameter(torch.zeros(self.prefix_length, d))
@@ -176,7 +177,8 @@ class VLAPolicy(Policy):
     def object_tokens(self, state: torch.Tensor, env_state: torch.Tensor) -> torch.Tensor:
         """(B, O*To, d) tokens, object by object, from state (B, To, S) and env_state (B, To, E)
         in env units: each object's normalised values (less its xyz with object_frame=gripper),
-        then its xyz minus the gripper's."""
+        then its xyz minus the gripper's (and that offset's sines and cosines with
+        offset_frequencies)."""
         unit = self.normalizer.normalize("environment_state", env_state)
         eef = state[..., EEF_POS]
         tokens, start = [], 0
@@ -184,7 +186,14 @@ class VLAPolicy(Policy):
             absolute = 3 if has_xyz and self.relative_only else 0  # an object's xyz comes first
             values = [unit[..., start + absolute:start + size]]
             if has_xyz:
-                values.append((env_state[..., start:start + 3] - eef) / OFFSET_SCALE)
+                offset = (env_state[..., start:start + 3] - eef) / OFFSET_SCALE
+                values.append(offset)
+                if self.config.offset_frequencies:
+                    # periods 2 x OFFSET_SCALE / 2^k: a linear layer then resolves centimetres
+                    # (a raw coordinate leaves steep functions of it slow to learn)
+                    angles = offset[..., None] * (torch.pi * 2.0 ** torch.arange(self.config.offset_frequencies,
+                                                                                   device=offset.device))
+                    values += [angles.sin().flatten(-2), angles.cos().flatten(-2)]
             tokens.append(proj(torch.cat(values, -1)))  # (B, To, d)
             start += size
         return torch.cat(tokens, 1)
