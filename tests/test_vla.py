@@ -298,6 +298,27 @@ def test_offset_frequencies_add_sines_and_cosines_of_the_gripper_offset():
         tiny(offset_frequencies=11)
 
 
+def test_label_sigma_trains_against_a_gaussian_over_the_bins_around_the_demo_value():
+    """label_sigma > 0: each token's target is a distribution peaked at the demo's bin, whose
+    mean is the demo value's place among the bins (away from the range's ends), wider with a
+    larger sigma; the loss is the cross-entropy against it, and log_prob stays exact."""
+    policy = tiny(label_sigma=1.5)
+    actions = torch.tensor([[[-0.31, 0.42], [0.07, -0.55]]]).expand(2, 2, A).clone()  # A = 2
+    target = policy.smooth_targets(actions)
+    torch.testing.assert_close(target.sum(-1), torch.ones(2, 2, A))
+    assert torch.equal(target.argmax(-1), policy.tokenize(actions))
+    place = (actions + 1) / 2 * 16 - 0.5  # stats are [-1, 1] and n_bins 16 in tiny()
+    torch.testing.assert_close((target * torch.arange(16.0)).sum(-1), place, atol=0.05, rtol=0)  # ends truncate a little
+    assert (tiny(label_sigma=3.0).smooth_targets(actions).max(-1).values < target.max(-1).values).all()
+    batch = {**obs(), "action": actions}
+    with torch.no_grad():
+        expected = -(target * policy.token_distributions(obs(), actions)).sum(-1).mean()
+        torch.testing.assert_close(policy.compute_loss(batch), expected)
+        torch.testing.assert_close(tiny().compute_loss(batch), -tiny().token_log_probs(obs(), actions).mean())
+    with pytest.raises(RobalignError, match="label_sigma=-1.0 \\(0 .. n_bins / 4, in bins\\)"):
+        tiny(label_sigma=-1.0)
+
+
 def test_proprioception_choice_leaves_out_the_joints_or_every_absolute_position():
     """`pose` reads no arm joint (state 9:16), `hand` no joint and no gripper xyz (0:3); `all`
     reads both. Checked on the prefix tokens, which are all the state reaches."""

@@ -55,6 +55,8 @@ class VLAPolicyConfig:
     n_action_steps: int = 8        # actions executed from each chunk before planning again (<= horizon)
     # ---- action tokens ----
     n_bins: int = 256              # bins per action dimension over the demos' min-max range
+    label_sigma: float = 0.0       # pretraining targets: 0, the demo's bin (cross-entropy); > 0, a Gaussian of this
+                                   # std (in bins) around the demo's value (HL-Gauss), teaching that bins are ordered
     temperature: float = 1.0       # sampling temperature at inference; 0 takes the most likely token
     # ---- the transformer (pre-norm, prefix attends fully, action tokens causally) ----
     d_model: int = 128             # token width
@@ -70,6 +72,8 @@ class VLAPolicyConfig:
             problems.append(f"horizon={self.horizon}, n_action_steps={self.n_action_steps} (1 <= n_action_steps <= horizon)")
         if not 2 <= self.n_bins <= 4096:
             problems.append(f"n_bins={self.n_bins} (2 .. 4096)")
+        if not 0 <= self.label_sigma <= self.n_bins / 4:
+            problems.append(f"label_sigma={self.label_sigma} (0 .. n_bins / 4, in bins)")
         if self.temperature < 0:
             problems.append(f"temperature={self.temperature} (>= 0; 0 is greedy)")
         if self.d_model % self.n_heads:

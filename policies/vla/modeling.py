@@ -255,16 +255,31 @@ class VLAPolicy(Policy):
 
     # ---- training ----------------------------------------------------------------------
     def compute_loss(self, batch):
-        """Mean cross-entropy of the demo's action tokens (pad steps left out)."""
-        To, K = self.config.n_obs_steps, self.config.horizon
-        obs = {k: batch[k] for k in self.input_keys(self.config)}
+        """Mean cross-entropy of the demo's action tokens (pad steps left out): against the
+        demo's bin, or with label_sigma against a Gaussian over the bins around its value."""
+        c = self.config
+        To, K = c.n_obs_steps, c.horizon
+        obs = {k: batch[k] for k in self.input_keys(c)}
         actions = batch["action"][:, To - 1:To - 1 + K]
         pad = batch.get("action_is_pad")
-        logp = self.token_log_probs(obs, actions)  # (B, K, A)
+        if c.label_sigma:
+            nll = -(self.smooth_targets(actions) * self.token_distributions(obs, actions)).sum(-1)  # (B, K, A)
+        else:
+            nll = -self.token_log_probs(obs, actions)  # (B, K, A)
         if pad is None:
-            return -logp.mean()
-        keep = (~pad[:, To - 1:To - 1 + K]).to(logp.device).float()[..., None].expand_as(logp)
-        return -(logp * keep).sum() / keep.sum().clamp(min=1)
+            return nll.mean()
+        keep = (~pad[:, To - 1:To - 1 + K]).to(nll.device).float()[..., None].expand_as(nll)
+        return (nll * keep).sum() / keep.sum().clamp(min=1)
+
+    def smooth_targets(self, actions: torch.Tensor) -> torch.Tensor:
+        """(B, K, A, V) target distributions: a Gaussian of std label_sigma bins centred on each
+        action's place among the bins (as HL-Gauss does), so neighbouring bins share the credit
+        and the head learns that bins are ordered."""
+        V = self.config.n_bins
+        unit = self.normalizer.normalize("action", actions.to(self.device).float(), clip=False)
+        place = ((unit + 1) / 2 * V - 0.5).clamp(0, V - 1)  # in bin-centre coordinates
+        centres = torch.arange(V, device=self.device, dtype=torch.float32)
+        return torch.softmax(-0.5 * ((centres - place[..., None]) / self.config.label_sigma) ** 2, -1)
 
     # ---- inference ---------------------------------------------------------------------
     @torch.no_grad()
