@@ -203,11 +203,12 @@ def test_checkpoint_round_trip_leaves_frozen_encoders_out(tmp_path):
 
 
 def test_a_checkpoint_from_before_instruction_tokens_loads_as_one_sentence_token(tmp_path):
-    policy = tiny(instruction_tokens=0)
+    policy = tiny(instruction_tokens=0, offset_frequencies=0)
     policy.save_pretrained(tmp_path / "p")
     config = tmp_path / "p" / "config.json"
     saved = json.loads(config.read_text())
-    del saved["config"]["instruction_tokens"]  # as written before the field existed
+    del saved["config"]["instruction_tokens"]  # as written before the fields existed
+    del saved["config"]["offset_frequencies"]
     config.write_text(json.dumps(saved))
     loaded = load_policy(tmp_path / "p")
     assert loaded.config.instruction_tokens == 0 and loaded.prefix_length == 1 + 1 + 1
@@ -257,7 +258,7 @@ def test_gripper_frame_object_tokens_carry_no_absolute_position():
     values, not its xyz, so moving the gripper and every object together leaves the tokens as
     they were (untouched weights); moving one object still changes its token."""
     layout = [[3, 1], [1, 0]]
-    policy = tiny(env_state_layout=layout, object_frame="gripper")
+    policy = tiny(env_state_layout=layout, object_frame="gripper", offset_frequencies=0)
     assert [p.in_features for p in policy.object_proj] == [3, 1]  # the offset alone (not xyz too); a plain value
     o = obs()
     state, env = o["state"], o["environment_state"]
@@ -269,7 +270,7 @@ def test_gripper_frame_object_tokens_carry_no_absolute_position():
         base = policy.object_tokens(state, env)
         torch.testing.assert_close(policy.object_tokens(state_moved, env_moved), base)
         assert not torch.allclose(policy.object_tokens(state, env_moved)[:, 0], base[:, 0])
-        both = tiny(env_state_layout=layout)
+        both = tiny(env_state_layout=layout, offset_frequencies=0)
         assert not torch.allclose(both.object_tokens(state_moved, env_moved), both.object_tokens(state, env))
     with pytest.raises(RobalignError, match="object_frame='world' \\(both, gripper\\)"):
         tiny(object_frame="world")

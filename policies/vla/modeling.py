@@ -72,8 +72,9 @@ class VLAPolicy(Policy):
 
     @classmethod
     def saved_config(cls, raw: dict) -> dict:
-        # a checkpoint saved before instruction_tokens existed read one sentence token
-        return {"instruction_tokens": 0, **raw}
+        # a checkpoint saved before instruction_tokens existed read one sentence token; one saved
+        # before offset_frequencies existed read the raw offset only
+        return {"instruction_tokens": 0, "offset_frequencies": 0, **raw}
 
     def __init__(self, config: VLAPolicyConfig, stats):
         super().__init__(config, stats)
