@@ -226,25 +226,28 @@ class VLAPolicy(Policy):
             x = block(x, allowed, cache)
         return self.head(self.norm(x[:, -1]))
 
-    def token_log_probs(self, obs: dict, actions: torch.Tensor) -> torch.Tensor:
-        """(B, K, A) log-probability of each action token of `actions` (B, K, A, env units)."""
+    def teacher_forced(self, obs: dict, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-distributions (B, N, V) over each action token's bins given the tokens of
+        `actions` (B, K, A, env units) before it, and those tokens (B, N)."""
         c = self.config
         if actions.shape[1:] != (c.horizon, c.action_dim):
             raise RobalignError(f"vla log_prob: actions must be (B, {c.horizon}, {c.action_dim}); "
                                 f"got {tuple(actions.shape)}")
         tokens = self.tokenize(actions).flatten(1)  # (B, N)
         logits = self.logits(self.prefix(obs), tokens[:, :-1])
-        logp = torch.log_softmax(logits.float(), -1).gather(-1, tokens[..., None])[..., 0]
-        return logp.view(-1, c.horizon, c.action_dim)
+        return torch.log_softmax(logits.float(), -1), tokens
+
+    def token_log_probs(self, obs: dict, actions: torch.Tensor) -> torch.Tensor:
+        """(B, K, A) log-probability of each action token of `actions` (B, K, A, env units)."""
+        log_dist, tokens = self.teacher_forced(obs, actions)
+        return log_dist.gather(-1, tokens[..., None]).view(-1, self.config.horizon, self.config.action_dim)
 
     def token_distributions(self, obs: dict, actions: torch.Tensor) -> torch.Tensor:
         """(B, K, A, V) log-distribution over each action token's bins given the tokens of
-        `actions` (B, K, A, env units) before it (teacher forcing): what an exact per-token
-        KL between two policies compares."""
+        `actions` before it (teacher forcing): what an exact per-token KL between two
+        policies compares, and what label_sigma's smoothed targets are scored against."""
         c = self.config
-        tokens = self.tokenize(actions).flatten(1)
-        logits = self.logits(self.prefix(obs), tokens[:, :-1])
-        return torch.log_softmax(logits.float(), -1).view(-1, c.horizon, c.action_dim, c.n_bins)
+        return self.teacher_forced(obs, actions)[0].view(-1, c.horizon, c.action_dim, c.n_bins)
 
     def log_prob(self, obs: dict, actions: torch.Tensor, action_is_pad: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) exact log pi(actions | obs) of chunks (B, K, A): the sum of their token
