@@ -85,7 +85,7 @@ def steering(policy, windows, n: int, shift: float = 0.01) -> None:
     eef, env = batch["state"][:, -1, :3], batch["environment_state"][:, -1]
     named = torch.tensor([colour_of(t) for t in batch["instruction"]])
     cube = torch.stack([env[i, 5 * k:5 * k + 3] for i, k in enumerate(named.tolist())])
-    near = ((cube[:, :2] - eef[:, :2]).norm(dim=1) < 0.03) & (eef[:, 2] > cube[:, 2]) & (batch["action"][:, -1, -1] < 0)
+    near = ((cube[:, :2] - eef[:, :2]).norm(dim=1) < 0.03) & (eef[:, 2] > cube[:, 2]) & (batch["action"][:, c.n_obs_steps - 1, -1] < 0)
     pick = torch.nonzero(near)[:n, 0]
     obs = {k: (batch[k][pick] if torch.is_tensor(batch[k]) else [batch[k][i] for i in pick.tolist()]) for k in keys}
     named, other = named[pick], (named[pick] + 1) % 3
