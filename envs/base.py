@@ -73,11 +73,13 @@ class FrankaTaskEnv(gym.Env):
     objectives: ClassVar[tuple[str, ...]]
     env_state_size: ClassVar[int]
     # What environment_state holds, object by object in order: (name, values, whether they
-    # start with the object's xyz position in the world frame). The sizes add up to
+    # start with the object's xyz position in the world frame[, n]). The sizes add up to
     # env_state_size. A policy may read one token per object with its position relative to
     # the gripper (vla's object tokens), which generalises across layouts where absolute
-    # positions invite replaying a memorised path.
-    env_state_objects: ClassVar[tuple[tuple[str, int, bool], ...]]
+    # positions invite replaying a memorised path. An optional fourth entry n > 0 says the
+    # values after the xyz are sin and cos of n x the object's yaw (an object that looks the
+    # same every 1/n turn), so a policy can read its heading relative to the gripper's too.
+    env_state_objects: ClassVar[tuple[tuple, ...]]
     default_max_steps: ClassVar[int] = 200
     # Raised whenever a task's layout or physics changes what its episodes look like, so
     # caches of episodes (benchmarks' reward pools) keyed by it are rebuilt, not reused.

@@ -143,14 +143,15 @@ class DemoWindows:
 
 
 def recorded_env_state_objects(root: Path) -> list[list[int]] | None:
-    """[[values, starts with xyz (0/1)], ...] per object of environment_state, from the task
-    that recorded these demos; None when the demos do not say which task they are of."""
+    """[[values, starts with xyz (0/1)[, heading symmetry n]], ...] per object of
+    environment_state, from the task that recorded these demos (see FrankaTaskEnv's
+    env_state_objects); None when the demos do not say which task they are of."""
     name = recorded_env(root)
     if name is None:
         return None
     from robalign.envs import env_class
 
-    return [[size, int(has_position)] for _, size, has_position in env_class(name).env_state_objects]
+    return [[size, int(has_position), *heading] for _, size, has_position, *heading in env_class(name).env_state_objects]
 
 
 def _decode_frames(ds, rows: np.ndarray) -> torch.Tensor:

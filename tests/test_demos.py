@@ -71,7 +71,7 @@ def test_state_only_demos_leave_the_image_out(tmp_path, capsys):
         env.close()
     windows = DemoWindows(out, ("instruction", "state", "environment_state"), 1, 4)
     np.testing.assert_allclose(windows.arrays["action"].numpy(), expected.action, atol=1e-6)
-    assert windows.shapes()["env_state_layout"] == [[5, 1], [5, 1], [5, 1], [3, 1]]
+    assert windows.shapes()["env_state_layout"] == [[5, 1, 4], [5, 1, 4], [5, 1, 4], [3, 1]]
     with pytest.raises(RobalignError, match="lacks observation.image"):
         DemoWindows(out, ("state", "image"), 1, 4)
     assert main(["demos", "env=pick-place-lang", "n=1", "camera=no", f"output_dir={tmp_path / 'b'}"]) != 0

@@ -28,13 +28,16 @@ def test_check_env_passes(env_name):
         # The declared object layout covers environment_state, and what it calls a position
         # is one: on or above the table, within a metre of the robot's workspace centre.
         layout = type(env.unwrapped).env_state_objects
-        assert sum(size for _, size, _ in layout) == env.unwrapped.env_state_size
+        assert sum(size for _, size, *_ in layout) == env.unwrapped.env_state_size
         start = 0
-        for name, size, has_position in layout:
+        for name, size, has_position, *heading in layout:
             if has_position:
                 xyz = obs["environment_state"][start:start + 3]
                 assert TABLE_TOP_Z - 0.05 < xyz[2] < TABLE_TOP_Z + 0.6, (name, xyz)
                 assert np.linalg.norm(xyz[:2]) < 1.0, (name, xyz)
+            if heading:  # sin and cos of n x yaw follow the xyz
+                assert heading[0] >= 1 and has_position and size >= 5, (name, heading)
+                assert abs(np.hypot(*obs["environment_state"][start + 3:start + 5]) - 1) < 1e-4, name
             start += size
     finally:
         env.close()

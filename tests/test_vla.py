@@ -299,6 +299,39 @@ def test_offset_frequencies_add_sines_and_cosines_of_the_gripper_offset():
         tiny(offset_frequencies=11)
 
 
+def test_an_object_with_a_heading_reads_its_yaw_relative_to_the_gripper():
+    """A layout entry [values, 1, n] adds sin and cos of n x (object yaw - gripper yaw), the
+    gripper's yaw read from the state's quaternion (pointing down, turned by g about z), so a
+    cube squared to the fingers reads (0, 1) wherever both are turned; bad layouts are refused."""
+    from scipy.spatial.transform import Rotation
+
+    S16, layout = 16, [[5, 1, 4], [3, 1]]
+    st = {k: {"min": -torch.ones(d), "max": torch.ones(d)} for k, d in (("state", S16), ("environment_state", 8),
+                                                                       ("action", A))}
+    policy = make_policy("vla", st, {"d_model": 32, "n_heads": 2, "n_layers": 1, "horizon": 1, "n_action_steps": 1,
+                                     "n_bins": 16, "env_state_layout": layout, "offset_frequencies": 0},
+                         state_dim=S16, env_state_dim=8, action_dim=A).eval()
+    assert [p.in_features for p in policy.object_proj] == [5 + 3 + 2, 3 + 3]
+    g = torch.tensor([0.3, -1.2, 2.5])  # gripper yaws
+    cube = torch.tensor([0.3 + 0.1, -1.2, 2.5 + torch.pi / 2])  # 0.1 rad off; square; a quarter turn (the same)
+    quat = Rotation.from_euler("ZX", torch.stack([g, torch.full_like(g, torch.pi)], 1).numpy()).as_quat()  # x y z w
+    state = torch.zeros(3, 1, S16)
+    state[:, 0, 3:7] = torch.as_tensor(quat, dtype=torch.float32)
+    env = torch.zeros(3, 1, 8)
+    env[:, 0, 3], env[:, 0, 4] = torch.sin(4 * cube), torch.cos(4 * cube)
+    seen = []
+    policy.object_proj[0].register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    with torch.no_grad():
+        policy.object_tokens(state, env)
+    expected = torch.stack([torch.sin(4 * (cube - g)), torch.cos(4 * (cube - g))], -1)[:, None]
+    torch.testing.assert_close(seen[0][..., -2:], expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(seen[0][1:, 0, -2:], torch.tensor([[0.0, 1.0]] * 2), atol=1e-5, rtol=0)
+    with pytest.raises(RobalignError, match="heading symmetry 1 .. 8"):
+        tiny(env_state_layout=[[4, 1, 4]])
+    with pytest.raises(RobalignError, match="heading.*state_dim=5"):
+        make_policy("vla", stats(e=5), {"env_state_layout": [[5, 1, 4]]}, state_dim=S, env_state_dim=5, action_dim=A)
+
+
 def test_label_sigma_trains_against_a_gaussian_over_the_bins_around_the_demo_value():
     """label_sigma > 0: each token's target is a distribution peaked at the demo's bin, whose
     mean is the demo value's place among the bins (away from the range's ends), wider with a
@@ -382,7 +415,7 @@ def test_pretrain_and_eval_on_pick_place_lang(tmp_path):
     saved = json.loads((run / "checkpoints" / "last" / "train_state.json").read_text())["train"]
     assert saved["episode_start_share"] == 0.5  # null in the config: the vla's own default
     # the demos' task declares its objects: three cubes (xyz, sin and cos of 4 yaw) and the bowl
-    assert [list(o) for o in policy.config.env_state_layout] == [[5, 1], [5, 1], [5, 1], [3, 1]]
+    assert [list(o) for o in policy.config.env_state_layout] == [[5, 1, 4], [5, 1, 4], [5, 1, 4], [3, 1]]
     assert policy.prefix_length == 16 + 1 + 4
     out = tmp_path / "eval"
     metrics = main(["eval", f"policy={run / 'policy'}", "env=pick-place-lang", "env.instructions=held-out",

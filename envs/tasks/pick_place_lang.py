@@ -58,7 +58,8 @@ class PickPlaceLang(FrankaTaskEnv):
     # Nothing here says which cube is wanted: that is the instruction's job, so a policy
     # reading this state still has to ground the language.
     env_state_size = 18
-    env_state_objects = (("red_cube", 5, True), ("green_cube", 5, True), ("blue_cube", 5, True), ("bowl", 3, True))
+    env_state_objects = (("red_cube", 5, True, 4), ("green_cube", 5, True, 4), ("blue_cube", 5, True, 4),
+                         ("bowl", 3, True))
     default_max_steps = 200
     PARAPHRASES = PARAPHRASES
     HELD_OUT_PARAPHRASES = HELD_OUT_PARAPHRASES

@@ -26,8 +26,11 @@ class VLAPolicyConfig:
     env_state_dim: int = 0         # E: task-object state values per step (0: not read)
     action_dim: int = 7            # A: action values per step
     image_size: int = 96           # H = W of the agentview image (read only when use_image)
-    env_state_layout: tuple = ()   # [[values, starts with xyz (0/1)], ...] per object in environment_state,
-                                   # from the demos' task (its env_state_objects); () when they name none
+    env_state_layout: tuple = ()   # [[values, starts with xyz (0/1)[, n]], ...] per object in environment_state,
+                                   # from the demos' task (its env_state_objects); () when they name none. n > 0:
+                                   # the values after the xyz are sin, cos of n x yaw, and the object's token
+                                   # also reads sin, cos of n x (its yaw - the gripper's): how far the grasp is
+                                   # from square (pick-place-lang: n = 4 for the cubes)
     # ---- what the policy conditions on (the instruction always) ----
     use_env_state: bool = True     # read `environment_state`: the low-dim state route (fast on CPU)
     use_image: bool = False        # read `image` as 6x6 tokens of frozen EfficientNet-Lite0 features
@@ -95,9 +98,14 @@ class VLAPolicyConfig:
         if not 0 <= self.dropout < 1:
             problems.append(f"dropout={self.dropout} (0 <= dropout < 1)")
         layout = [tuple(o) for o in self.env_state_layout]
-        if layout and (any(len(o) != 2 or o[0] < 1 or o[1] not in (0, 1) or (o[1] and o[0] < 3) for o in layout)
+        if layout and (any(len(o) not in (2, 3) or o[0] < 1 or o[1] not in (0, 1) or (o[1] and o[0] < 3)
+                           or (len(o) == 3 and not (1 <= o[2] <= 8 and o[1] and o[0] >= 5)) for o in layout)
                        or sum(o[0] for o in layout) != self.env_state_dim):
             problems.append(f"env_state_layout={self.env_state_layout} ([[values >= 1, 0 or 1 (starts with xyz: "
-                            f"values >= 3)], ...] adding up to env_state_dim={self.env_state_dim})")
+                            f"values >= 3), optionally a heading symmetry 1 .. 8 (after the xyz, sin and cos: "
+                            f"values >= 5)], ...] adding up to env_state_dim={self.env_state_dim})")
+        elif any(len(o) == 3 for o in layout) and self.state_dim < 7:
+            problems.append(f"env_state_layout={self.env_state_layout} names a heading, which is read against the "
+                            f"gripper's quaternion in robalign's 16-value state (state_dim={self.state_dim})")
         if problems:
             raise RobalignError("bad vla policy setting: " + "; ".join(problems))

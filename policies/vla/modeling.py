@@ -45,6 +45,7 @@ from .configuration import PROPRIOCEPTION, VLAPolicyConfig
 
 IMAGE_CHANNELS = 112  # EfficientNet-Lite0's stride-16 stage
 EEF_POS = slice(0, 3)  # the gripper's xyz in `state` (robalign.envs.base's proprioception layout)
+EEF_QUAT = slice(3, 7)  # its orientation, quaternion x y z w
 OFFSET_SCALE = 0.1     # metres per unit of an object-to-gripper offset (the workspace spans ~+-4)
 
 
@@ -86,8 +87,9 @@ class VLAPolicy(Policy):
         self.env_proj = nn.Linear(c.env_state_dim, d) if c.use_env_state and not self.objects else None
         self.relative_only = c.object_frame == "gripper"
         offset_width = 3 * (1 + 2 * c.offset_frequencies)  # the offset, then its sines and cosines
-        self.object_proj = nn.ModuleList(nn.Linear(size - 3 * has_xyz * self.relative_only + offset_width * has_xyz, d)
-                                         for size, has_xyz in self.objects)
+        self.object_proj = nn.ModuleList(
+            nn.Linear(size - 3 * has_xyz * self.relative_only + offset_width * has_xyz + 2 * bool(heading), d)
+            for size, has_xyz, heading in self.objects)
         self.image_proj = nn.Linear(IMAGE_CHANNELS, d) if c.use_image else None
         self.prefix_pos = nn.Parameter(torch.zeros(self.prefix_length, d))
         self.token_embed = nn.Embedding(c.n_bins + 1, d)  # index n_bins is BOS
@@ -112,10 +114,11 @@ class VLAPolicy(Policy):
         return config.n_obs_steps - 1 + config.horizon
 
     @property
-    def objects(self) -> list[tuple[int, int]]:
-        """(values, starts with xyz) per object token; [] when environment_state is one token."""
+    def objects(self) -> list[tuple[int, int, int]]:
+        """(values, starts with xyz, heading symmetry n or 0) per object token; [] when
+        environment_state is one token."""
         c = self.config
-        return [tuple(o) for o in c.env_state_layout] if c.use_env_state and c.object_tokens else []
+        return [(*o, 0)[:3] for o in c.env_state_layout] if c.use_env_state and c.object_tokens else []
 
     @property
     def prefix_length(self) -> int:
@@ -179,11 +182,15 @@ class VLAPolicy(Policy):
         """(B, O*To, d) tokens, object by object, from state (B, To, S) and env_state (B, To, E)
         in env units: each object's normalised values (less its xyz with object_frame=gripper),
         then its xyz minus the gripper's (and that offset's sines and cosines with
-        offset_frequencies)."""
+        offset_frequencies), then for an object with a heading symmetry n, sin and cos of
+        n x (its yaw - the gripper's)."""
         unit = self.normalizer.normalize("environment_state", env_state)
         eef = state[..., EEF_POS]
+        if any(heading for *_, heading in self.objects):
+            x, y, z, w = state[..., EEF_QUAT].unbind(-1)
+            gripper_yaw = torch.atan2(2 * (x * y + z * w), 1 - 2 * (y * y + z * z))  # heading of the hand's x axis
         tokens, start = [], 0
-        for proj, (size, has_xyz) in zip(self.object_proj, self.objects):
+        for proj, (size, has_xyz, heading) in zip(self.object_proj, self.objects):
             absolute = 3 if has_xyz and self.relative_only else 0  # an object's xyz comes first
             values = [unit[..., start + absolute:start + size]]
             if has_xyz:
@@ -195,6 +202,12 @@ class VLAPolicy(Policy):
                     angles = offset[..., None] * (torch.pi * 2.0 ** torch.arange(self.config.offset_frequencies,
                                                                                    device=offset.device))
                     values += [angles.sin().flatten(-2), angles.cos().flatten(-2)]
+            if heading:
+                # sin(a - b) and cos(a - b) from the object's sin, cos of a = n yaw and b = n gripper_yaw:
+                # 0 and 1 where the demos close the gripper (the expert squares the grasp to a face pair)
+                sin_a, cos_a = env_state[..., start + 3], env_state[..., start + 4]
+                sin_b, cos_b = torch.sin(heading * gripper_yaw), torch.cos(heading * gripper_yaw)
+                values.append(torch.stack([sin_a * cos_b - cos_a * sin_b, cos_a * cos_b + sin_a * sin_b], -1))
             tokens.append(proj(torch.cat(values, -1)))  # (B, To, d)
             start += size
         return torch.cat(tokens, 1)
