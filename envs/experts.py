@@ -30,6 +30,8 @@ class Waypoint:
     tol: position tolerance, metres, to call the waypoint reached.
     speed: largest action magnitude for translation, in [0, 1].
     settle: extra steps to stay once reached (lets the gripper close or the object settle).
+    until: instead of counting settle steps, stay once reached until this returns True
+        (read from what the policy observes, so the demos never wait at a still observation).
     timeout: steps after which the expert moves on anyway.
     """
 
@@ -39,6 +41,7 @@ class Waypoint:
     tol: float = 0.01
     speed: float = 1.0
     settle: int = 0
+    until: Callable[[], bool] | None = None
     timeout: int = 80
 
 
@@ -58,6 +61,8 @@ class ScriptedExpert:
 
     def act(self) -> np.ndarray:
         env = self.env
+        if not self.done and self._until_holds():  # act on the next waypoint at once
+            self._next_waypoint()
         if self.done:  # plan finished: hold still with the last gripper command
             last = self.plan[-1].gripper if self.plan else -1.0
             return np.array([0, 0, 0, 0, 0, 0, last], dtype=np.float32)
@@ -70,10 +75,18 @@ class ScriptedExpert:
         self._steps += 1
         if np.linalg.norm(error) < wp.tol:
             self._settled += 1
-        if self._settled > wp.settle or self._steps >= wp.timeout:
-            self._index += 1
-            self._target, self._steps, self._settled = None, 0, 0
+        if (wp.until is None and self._settled > wp.settle) or self._steps >= wp.timeout:
+            self._next_waypoint()
         return np.concatenate([move, turn, [wp.gripper]]).astype(np.float32)
+
+    def _until_holds(self) -> bool:
+        """The current waypoint was reached and its `until` holds in the present state."""
+        wp = self.plan[self._index]
+        return wp.until is not None and self._settled > 0 and bool(wp.until())
+
+    def _next_waypoint(self) -> None:
+        self._index += 1
+        self._target, self._steps, self._settled = None, 0, 0
 
 
 def _yaw_down_error(current: np.ndarray, yaw: float) -> np.ndarray:

@@ -65,3 +65,23 @@ def test_dart_demos_record_the_expert_label_not_the_pushed_action():
         assert np.abs(replay(pushed).state[:20, :3] - pushed.state[:20, :3]).max() > 1e-3
     finally:
         env.close()
+
+
+def test_pick_place_expert_lifts_on_the_step_its_fingers_rest_on_the_cube():
+    """The grasp ends by what the policy observes (the fingers' opening), not after a random
+    pause: demos that sometimes wait at a closed, still gripper teach greedy decoding to wait
+    for ever there."""
+    from robalign.envs.tasks.pick_place_lang import CUBE_HALF, GRIP_MARGIN
+
+    env = envs.make("pick-place-lang", camera=False)
+    try:
+        for seed in (0, 1):
+            t = expert_episode(env, "direct", seed)
+            opening = t.state[:, 7] - t.state[:, 8]
+            closing = np.flatnonzero(t.action[:, 6] > 0)
+            rest = closing[opening[closing] < 2 * CUBE_HALF + GRIP_MARGIN][0]
+            assert rest - closing[0] >= 4  # the fingers took a few steps to close ...
+            assert np.all(np.abs(t.action[closing[0]:rest, 2]) < 0.2)  # ... with the hand still
+            assert np.all(t.action[rest:rest + 5, 2] > 0.5)  # then it lifts at once
+    finally:
+        env.close()

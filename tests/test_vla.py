@@ -353,6 +353,30 @@ def test_label_sigma_trains_against_a_gaussian_over_the_bins_around_the_demo_val
         tiny(label_sigma=-1.0)
 
 
+def test_greedy_window_takes_the_mode_with_the_most_probability_nearby():
+    """A lift spread over many bins outweighs a wait piled in one bin only when greedy
+    decoding weighs each bin's neighbourhood; the range's end bins are not penalised for
+    having neighbours on one side only."""
+    V = 16
+    probs = torch.zeros(3, V)
+    probs[0, 4] = 0.3
+    probs[0, 9:14] = 0.14        # a broad mode: more mass (0.7) in lower bins than the 0.3 peak
+    probs[1, 15] = 0.4           # an end bin (a clipped move, the gripper's +1): compared by the mean over
+    probs[1, 6:9] = 0.2          # its window's part inside the range, it beats 0.6 in three bins (a plain
+                                 # sum over the window would halve it and pick bin 7)
+    probs[2, 0] = 0.25           # an end bin is not always preferred: 0.75 over five bins wins
+    probs[2, 5:10] = 0.15
+    logits = probs.clamp_min(1e-9).log()
+    assert tiny().greedy_token(logits).tolist() == [4, 15, 0]  # the single most likely bin
+    assert tiny(greedy_window=1.5).greedy_token(logits).tolist() == [11, 15, 7]
+    policy = tiny(greedy_window=1.5)
+    tokens, _ = policy.sample_tokens(obs(), temperature=0)
+    again, _ = policy.sample_tokens(obs(), temperature=0)
+    assert torch.equal(tokens, again)  # still deterministic
+    with pytest.raises(RobalignError, match="greedy_window=5.0 \\(0 .. n_bins / 4, in bins\\)"):
+        tiny(greedy_window=5.0)
+
+
 def test_proprioception_choice_leaves_out_the_joints_or_every_absolute_position():
     """`pose` reads no arm joint (state 9:16), `hand` no joint and no gripper xyz (0:3); `all`
     reads both. Checked on the prefix tokens, which are all the state reaches."""

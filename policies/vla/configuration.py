@@ -62,6 +62,9 @@ class VLAPolicyConfig:
     label_sigma: float = 0.0       # pretraining targets: 0, the demo's bin (cross-entropy); > 0, a Gaussian of this
                                    # std (in bins) around the demo's value (HL-Gauss), teaching that bins are ordered
     temperature: float = 1.0       # sampling temperature at inference; 0 takes the most likely token
+    greedy_window: float = 0.0     # at temperature 0, the bin with the most probability within a Gaussian window
+                                   # of this std (bins) around it: a lift spread over 40 bins (speeds 0.7-1.0)
+                                   # outweighs a wait piled in one bin; 0: the single most likely bin
     # ---- the transformer (pre-norm, prefix attends fully, action tokens causally) ----
     d_model: int = 128             # token width
     n_heads: int = 4               # attention heads
@@ -78,6 +81,8 @@ class VLAPolicyConfig:
             problems.append(f"n_bins={self.n_bins} (2 .. 4096)")
         if not 0 <= self.label_sigma <= self.n_bins / 4:
             problems.append(f"label_sigma={self.label_sigma} (0 .. n_bins / 4, in bins)")
+        if not 0 <= self.greedy_window <= self.n_bins / 4:
+            problems.append(f"greedy_window={self.greedy_window} (0 .. n_bins / 4, in bins)")
         if self.temperature < 0:
             problems.append(f"temperature={self.temperature} (>= 0; 0 is greedy)")
         if self.d_model % self.n_heads:

@@ -30,6 +30,7 @@ Glossary of tensor dimensions:
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import torch
@@ -314,7 +315,7 @@ class VLAPolicy(Policy):
         for i in range(self.n_tokens):
             logits = logits.float()  # (B, V)
             if temperature == 0:
-                nxt = logits.argmax(-1)
+                nxt = self.greedy_token(logits)
             else:
                 nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator)[:, 0]
             logps.append(torch.log_softmax(logits, -1).gather(-1, nxt[:, None])[:, 0])
@@ -323,6 +324,22 @@ class VLAPolicy(Policy):
                 logits = self.next_logits(nxt, i, caches)
         shape = (B, c.horizon, c.action_dim)
         return torch.stack(tokens, 1).view(shape), torch.stack(logps, 1).view(shape)
+
+    def greedy_token(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B,) the most likely bin of (B, V) logits, or with greedy_window the bin whose
+        Gaussian neighbourhood holds the most probability: the mode of the smoothed
+        distribution, so a broad mode beats a narrow one that has less mass."""
+        sigma = self.config.greedy_window
+        if not sigma:
+            return logits.argmax(-1)
+        reach = int(math.ceil(3 * sigma))
+        offsets = torch.arange(-reach, reach + 1, device=logits.device, dtype=torch.float32)
+        kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+        window = lambda p: F.conv1d(p[:, None], kernel[None, None], padding=reach)[:, 0]  # noqa: E731
+        # Divided by the window's part inside the range, so the end bins (a clipped move, the
+        # gripper's -1 and +1) are not halved against the rest.
+        inside = window(torch.ones_like(logits[:1]))
+        return (window(torch.softmax(logits, -1)) / inside).argmax(-1)
 
     def sample_chunk(self, obs, generator=None, stochastic: bool = False) -> ChunkSample:
         """The sampled chunk at its bin centres (B, K, A) with each token's log-prob; the
