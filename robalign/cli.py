@@ -57,9 +57,9 @@ def compose(verb: str, overrides: list[str]) -> DictConfig:
 # `method`, because Hydra would then read every `policy=PATH` (eval, align) and every
 # `method=NAME` (reward) as a group choice.
 GROUP_ALIASES = {"pretrain": {"policy": "policy_preset"}, "align": {"method": "align_method"}}
-# Settings whose keys are free here and checked by the code they reach (eval's policy_config:
-# the checkpoint's config fields, so an unknown one is an error naming the valid ones).
-OPEN_SETTINGS = {"eval": "policy_config"}
+# Settings whose keys are free here and checked by the code they reach (eval's and align's
+# policy_config: the checkpoint's config fields, so an unknown one is an error naming the valid ones).
+OPEN_SETTINGS = {"eval": "policy_config", "align": "policy_config"}
 
 
 def config_name(verb: str) -> str:
@@ -396,7 +396,8 @@ def run_align(cfg: DictConfig) -> dict:
                          grape=OmegaConf.to_container(cfg.grape))
     out = Path(cfg.output_dir or default_output_dir("align"))
     result = align(cfg.policy, cfg.env.name, scorer, method, acfg, out, objective=cfg.objective, demos=cfg.demos,
-                   resume=cfg.resume, progress=cfg.progress, config_text=OmegaConf.to_yaml(cfg, resolve=True))
+                   resume=cfg.resume, progress=cfg.progress, config_text=OmegaConf.to_yaml(cfg, resolve=True),
+                   policy_overrides=OmegaConf.to_container(cfg.policy_config))
     b, a = result["before"], result["after"]
     shown = ", ".join(f"{k} {b[k]:.2f} -> {a[k]:.2f}" for k in ("success_rate", "satisfied_share", "objective_mean")
                       if b.get(k) is not None)

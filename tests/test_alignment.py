@@ -431,6 +431,21 @@ def test_killed_alignment_resumes_from_its_last_round(pretrained, tmp_path):
         main(args + ["resume=true", "seed=1"])
 
 
+@pytest.mark.slow
+def test_policy_config_changes_the_policy_the_loop_rolls_out_and_saves(pretrained, tmp_path):
+    out = tmp_path / "steps2"
+    result = main(align_args(pretrained, out, "rounds=1", "policy_config.n_action_steps=2"))
+    assert result["policy_overrides"] == {"n_action_steps": 2}
+    assert json.loads((out / "align.json").read_text())["policy_overrides"] == {"n_action_steps": 2}
+    assert json.loads((out / "policy" / "config.json").read_text())["config"]["n_action_steps"] == 2
+    with pytest.raises(RobalignError, match="unknown setting.*n_action_step.*valid:.*n_action_steps"):
+        main(align_args(pretrained, tmp_path / "typo", "policy_config.n_action_step=2"))
+    with pytest.raises(RobalignError, match="policy_config \\(n_action_steps\\) is not passed to best-of-n"):
+        main(["align", "method=best-of-n", f"policy={pretrained / 'pt' / 'policy'}", "scorer=objective",
+              "objective=clearance", "policy_config.n_action_steps=2", f"output_dir={tmp_path / 'bon'}"])
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "bon").exists()
+
+
 FAIL_FROM_SEED = 50002  # round 1's first training state (rounds of 2 states from 50000)
 
 

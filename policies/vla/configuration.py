@@ -65,6 +65,7 @@ class VLAPolicyConfig:
     greedy_window: float = 0.0     # at temperature 0, the bin with the most probability within a Gaussian window
                                    # of this std (bins) around it: a lift spread over 40 bins (speeds 0.7-1.0)
                                    # outweighs a wait piled in one bin; 0: the single most likely bin
+                                   # (pick-place-lang, label_sigma=2 policy: 0 76%, 3 87%, 5 94%, 8 95%)
     # ---- the transformer (pre-norm, prefix attends fully, action tokens causally) ----
     d_model: int = 128             # token width
     n_heads: int = 4               # attention heads

@@ -96,10 +96,12 @@ class AlignConfig:
 
 def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodConfig, cfg: AlignConfig,
           output_dir: str | Path, objective=None, demos: str | Path | None = None, resume: bool = False,
-          progress: bool = True, config_text: str | None = None) -> dict:
+          progress: bool = True, config_text: str | None = None, policy_overrides: dict | None = None) -> dict:
     """Align the policy at `policy_dir` on `env_name` with `scorer`; returns metrics.json's
     content. `objective` (name or callable) is the person's objective the before/after
-    figures report (by default the scorer's own, when it is an objective)."""
+    figures report (by default the scorer's own, when it is an objective). `policy_overrides`
+    changes checkpoint config fields (inference settings such as a vla's temperature) of the
+    policy and its reference alike; the aligned checkpoint keeps them."""
     import robalign.envs as envs
     from robalign.data.outputs import check_output_dir
     from robalign.policies import load_policy
@@ -114,9 +116,13 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
     if aligner.acts_best_of_n and method.anchor_weight > 0 and not demos:
         raise RobalignError(f"{method.name}'s anchor (method.anchor_weight={method.anchor_weight}) is the demos' "
                             f"training loss: give demos=PATH, or set method.anchor_weight=0")
-    policy = load_policy(policy_dir)
+    overrides = dict(policy_overrides or {})
+    if overrides and (not aligner.trains or aligner.acts_best_of_n):  # workers load the checkpoint as saved
+        raise RobalignError(f"policy_config ({', '.join(overrides)}) is not passed to {method.name}'s worker "
+                            f"processes; save a checkpoint with those settings and align that instead")
+    policy = load_policy(policy_dir, overrides=overrides)
     aligner.check(policy)
-    reference = load_policy(policy_dir).requires_grad_(False)
+    reference = load_policy(policy_dir, overrides=overrides).requires_grad_(False)
     truth = ObjectiveScorer(objective) if objective is not None else (
         scorer if isinstance(scorer, ObjectiveScorer) else None)
     threshold = cfg.threshold if cfg.threshold is not None else getattr(getattr(truth, "objective", None),
@@ -125,6 +131,8 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
                 "objective": truth.name if truth else None, "method": dataclasses.asdict(method),
                 "align": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "rounds"},
                 "demos": str(Path(demos).absolute()) if demos else None}
+    if overrides:  # absent otherwise, so runs saved before the setting existed still resume
+        settings["policy_overrides"] = overrides
     if resume:
         _check_resume(out, settings)
     else:
@@ -168,7 +176,8 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
     policy.eval()
     result = {
         "env": env_name, "method": method.name, "scorer": scorer.name, "objective": truth.name if truth else None,
-        "policy": settings["policy"], "eval_seed": cfg.eval_seed, "before": before, "after": after,
+        "policy": settings["policy"], "policy_overrides": overrides, "eval_seed": cfg.eval_seed, "before": before,
+        "after": after,
         "rounds": history, **extra,
         "drift": {"kl_per_step": drift.kl_per_step(policy, reference, held_out, cfg.seed),
                   "demo_nll": drift.demo_nll(policy, demo_windows, cfg.seed),
