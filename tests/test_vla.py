@@ -142,7 +142,7 @@ def test_learns_which_cube_the_instruction_names():
     training make the greedy chunk follow the colour word, including unseen wordings."""
     colours = {"red": -0.8, "green": 0.0, "blue": 0.8}
     train_words = ["put the {} cube in the bowl", "move the {} cube to the bowl"]
-    policy = tiny(n_bins=8)
+    policy = tiny(n_bins=8, label_sigma=0)  # the plain cross-entropy, whose floor is 0
     policy.train()
     opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
@@ -203,15 +203,16 @@ def test_checkpoint_round_trip_leaves_frozen_encoders_out(tmp_path):
 
 
 def test_a_checkpoint_from_before_instruction_tokens_loads_as_one_sentence_token(tmp_path):
-    policy = tiny(instruction_tokens=0, offset_frequencies=0)
+    policy = tiny(instruction_tokens=0, offset_frequencies=0, label_sigma=0)
     policy.save_pretrained(tmp_path / "p")
     config = tmp_path / "p" / "config.json"
     saved = json.loads(config.read_text())
-    del saved["config"]["instruction_tokens"]  # as written before the fields existed
-    del saved["config"]["offset_frequencies"]
+    for field in ("instruction_tokens", "offset_frequencies", "label_sigma", "greedy_window"):
+        del saved["config"][field]  # as written before the fields existed
     config.write_text(json.dumps(saved))
     loaded = load_policy(tmp_path / "p")
     assert loaded.config.instruction_tokens == 0 and loaded.prefix_length == 1 + 1 + 1
+    assert loaded.config.label_sigma == 0 and loaded.config.greedy_window == 0
     o, a = obs(), torch.rand(2, 2, A) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(loaded.log_prob(o, a), policy.log_prob(o, a))
@@ -348,7 +349,8 @@ def test_label_sigma_trains_against_a_gaussian_over_the_bins_around_the_demo_val
     with torch.no_grad():
         expected = -(target * policy.token_distributions(obs(), actions)).sum(-1).mean()
         torch.testing.assert_close(policy.compute_loss(batch), expected)
-        torch.testing.assert_close(tiny().compute_loss(batch), -tiny().token_log_probs(obs(), actions).mean())
+        torch.testing.assert_close(tiny(label_sigma=0).compute_loss(batch),
+                                  -tiny(label_sigma=0).token_log_probs(obs(), actions).mean())
     with pytest.raises(RobalignError, match="label_sigma=-1.0 \\(0 .. n_bins / 4, in bins\\)"):
         tiny(label_sigma=-1.0)
 

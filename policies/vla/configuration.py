@@ -59,8 +59,9 @@ class VLAPolicyConfig:
     n_action_steps: int = 8        # actions executed from each chunk before planning again (<= horizon)
     # ---- action tokens ----
     n_bins: int = 256              # bins per action dimension over the demos' min-max range
-    label_sigma: float = 0.0       # pretraining targets: 0, the demo's bin (cross-entropy); > 0, a Gaussian of this
+    label_sigma: float = 2.0       # pretraining targets: 0, the demo's bin (cross-entropy); > 0, a Gaussian of this
                                    # std (in bins) around the demo's value (HL-Gauss), teaching that bins are ordered
+                                   # (pick-place-lang, 100 seeds: 0 68%, 2 71%; with headings 76%, new demos 94%)
     temperature: float = 1.0       # sampling temperature at inference; 0 takes the most likely token
     greedy_window: float = 0.0     # at temperature 0, the bin with the most probability within a Gaussian window
                                    # of this std (bins) around it: a lift spread over 40 bins (speeds 0.7-1.0)

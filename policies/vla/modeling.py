@@ -75,8 +75,9 @@ class VLAPolicy(Policy):
     @classmethod
     def saved_config(cls, raw: dict) -> dict:
         # a checkpoint saved before instruction_tokens existed read one sentence token; one saved
-        # before offset_frequencies existed read the raw offset only
-        return {"instruction_tokens": 0, "offset_frequencies": 0, **raw}
+        # before offset_frequencies existed read the raw offset only; before label_sigma, it
+        # trained on the demo's bin; before greedy_window, greedy took the single likeliest bin
+        return {"instruction_tokens": 0, "offset_frequencies": 0, "label_sigma": 0.0, "greedy_window": 0.0, **raw}
 
     def __init__(self, config: VLAPolicyConfig, stats):
         super().__init__(config, stats)
