@@ -109,17 +109,17 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
     envs.env_class(env_name)
     out = Path(output_dir).expanduser().absolute()
     aligner = make_aligner(method)
-    if not aligner.trains or aligner.acts_best_of_n:  # check its scorer before anything is loaded, run or written
+    overrides = dict(policy_overrides or {})
+    if not aligner.trains or aligner.acts_best_of_n:  # check its settings before anything is loaded, run or written
         from .best_of_n import check_scorer
 
         check_scorer(scorer)
+        if overrides:  # its worker processes load the checkpoint as saved
+            raise RobalignError(f"policy_config ({', '.join(overrides)}) is not passed to {method.name}'s worker "
+                                f"processes; save a checkpoint with those settings and align that instead")
     if aligner.acts_best_of_n and method.anchor_weight > 0 and not demos:
         raise RobalignError(f"{method.name}'s anchor (method.anchor_weight={method.anchor_weight}) is the demos' "
                             f"training loss: give demos=PATH, or set method.anchor_weight=0")
-    overrides = dict(policy_overrides or {})
-    if overrides and (not aligner.trains or aligner.acts_best_of_n):  # workers load the checkpoint as saved
-        raise RobalignError(f"policy_config ({', '.join(overrides)}) is not passed to {method.name}'s worker "
-                            f"processes; save a checkpoint with those settings and align that instead")
     policy = load_policy(policy_dir, overrides=overrides)
     aligner.check(policy)
     reference = load_policy(policy_dir, overrides=overrides).requires_grad_(False)
