@@ -21,7 +21,7 @@ from .objectives import OBJECTIVES, Objective, get_objective, objective, objecti
 from .registry import ENVS
 from . import tasks  # noqa: F401  (registers every task)
 
-__all__ = ["ACTION_SIZE", "OBJECTIVES", "Objective", "STATE_SIZE", "FrankaTaskEnv", "ScriptedExpert", "Waypoint", "get_objective", "objective", "objectives_for", "available", "make", "env_class"]
+__all__ = ["ACTION_SIZE", "OBJECTIVES", "Objective", "STATE_SIZE", "FrankaTaskEnv", "ScriptedExpert", "Waypoint", "get_objective", "objective", "objectives_for", "available", "make", "env_class", "check_layout"]
 
 
 def available() -> list[str]:
@@ -37,3 +37,11 @@ def env_class(name: str) -> type[FrankaTaskEnv]:
 def make(name: str, **options) -> FrankaTaskEnv:
     """A new gymnasium env for task `name` (options: see FrankaTaskEnv)."""
     return env_class(name)(**options)
+
+
+def check_layout(name: str, layout: str) -> None:
+    """Refuse a layout task `name` does not have (before anything slow is loaded or run)."""
+    from robalign.errors import UnknownNameError
+
+    if layout not in env_class(name).LAYOUTS:
+        raise UnknownNameError(f"{name} layout", layout, list(env_class(name).LAYOUTS))

@@ -60,6 +60,11 @@ class FrankaTaskEnv(gym.Env):
         wrist_camera: also render the eye-in-hand camera as "wrist_image".
         max_steps: episode length limit (truncation); default per task.
         render_mode: None or "rgb_array" (render() returns a 256 px agentview frame).
+        instructions: "train" (the wordings demos use) or "held-out" (the task's
+            HELD_OUT_PARAPHRASES only).
+        layout: one of the task's LAYOUTS; "default" is what demos are made on, the others
+            vary the scene to test a policy where something happens more often (e.g.
+            pick-place-lang's "dense": cubes closer together, so contacts happen).
 
     Cameras draw the robot as $ROBALIGN_ROBOT_MESHES says (robalign.envs.scene): its
     collision hulls by default (3.8x faster software rendering), `visual` for robosuite's
@@ -87,6 +92,8 @@ class FrankaTaskEnv(gym.Env):
     # Instruction wordings never used in demos, for `instructions="held-out"` (evaluation of
     # language generalisation); tasks with a fixed instruction keep none.
     HELD_OUT_PARAPHRASES: ClassVar[tuple[str, ...]] = ()
+    # Scene layouts place_objects knows; the first is the default.
+    LAYOUTS: ClassVar[tuple[str, ...]] = ("default",)
 
     def __init__(
         self,
@@ -97,6 +104,7 @@ class FrankaTaskEnv(gym.Env):
         max_steps: int | None = None,
         render_mode: str | None = None,
         instructions: str = "train",
+        layout: str = "default",
     ):
         if not isinstance(image_size, int) or not 16 <= image_size <= 1024:
             raise RobalignError(f"image_size must be an int in [16, 1024]; got {image_size!r}")
@@ -109,7 +117,9 @@ class FrankaTaskEnv(gym.Env):
         if instructions == "held-out" and not self.HELD_OUT_PARAPHRASES:
             raise RobalignError(f"{self.name} keeps no held-out instructions; instructions=held-out is for "
                                 f"tasks whose wording varies (pick-place-lang)")
-        self.instructions = instructions
+        if layout not in self.LAYOUTS:  # as envs.check_layout says it
+            raise UnknownNameError(f"{self.name} layout", layout, list(self.LAYOUTS))
+        self.instructions, self.layout = instructions, layout
         self.distractors, self.camera, self.image_size = bool(distractors), bool(camera), image_size
         self.wrist_camera, self.render_mode = bool(wrist_camera), render_mode
         self.max_steps = max_steps or self.default_max_steps

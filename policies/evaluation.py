@@ -39,6 +39,7 @@ class EvalConfig:
     distractors: bool = False   # random colours, distractor objects and camera jitter
     max_steps: int | None = None  # episode length limit; null: the task's default
     instructions: str = "train"  # train | held-out: instruction wordings (held-out: none the demos use)
+    layout: str = "default"     # the task's scene layout (pick-place-lang: default | dense)
     # policy config fields changed for this evaluation, e.g. {"temperature": 0} (vla: greedy tokens)
     policy_overrides: dict = dataclasses.field(default_factory=dict)
 
@@ -57,12 +58,15 @@ class EvalConfig:
         return [self.seed + i for i in range(self.episodes)]
 
 
-def env_options(policy, distractors: bool = False, max_steps: int | None = None, instructions: str = "train") -> dict:
+def env_options(policy, distractors: bool = False, max_steps: int | None = None, instructions: str = "train",
+                layout: str = "default") -> dict:
     """Env settings a policy needs: a camera only when it reads images."""
     shapes = policy.input_shapes()
     opts = {"distractors": distractors, "camera": "image" in shapes, "max_steps": max_steps}
     if instructions != "train":
         opts["instructions"] = instructions
+    if layout != "default":
+        opts["layout"] = layout
     if "image" in shapes:
         opts["image_size"] = int(shapes["image"][0])
     return opts
@@ -105,7 +109,8 @@ def run_vector(policy, env_name: str, seeds: list[int], options: dict, num_envs:
     make_actor = make_actor or (lambda i, seed: policy.actor(seed))
     # what the worker envs' own provenance would say (their processes draw the same look)
     scene = types.SimpleNamespace(name=env_name, revision=envs.env_class(env_name).revision,
-                                  distractors=bool(options.get("distractors")), robot_meshes=robot_meshes())
+                                  distractors=bool(options.get("distractors")), robot_meshes=robot_meshes(),
+                                  layout=options.get("layout", "default"))
     n = min(num_envs, len(seeds))
     # shared_memory=False: gymnasium 1.4.0 never writes Text observations into shared memory,
     # so every instruction would read back as "aaaa..." (200 times the first character).
@@ -258,9 +263,9 @@ def evaluate(policy_dir: str | Path, env_name: str, output_dir: str | Path, cfg:
 
     from . import load_policy
 
-    envs.env_class(env_name)  # unknown env: fail before loading anything
+    envs.check_layout(env_name, cfg.layout)  # unknown env or layout: fail before loading anything
     policy = load_policy(policy_dir, overrides=cfg.policy_overrides)
-    options = env_options(policy, cfg.distractors, cfg.max_steps, cfg.instructions)
+    options = env_options(policy, cfg.distractors, cfg.max_steps, cfg.instructions, cfg.layout)
     seeds = cfg.seeds
     torch.set_num_threads(1)  # the policy shares the cores with the env processes
     with atomic_output_dir(output_dir) as tmp:
@@ -279,11 +284,14 @@ def evaluate(policy_dir: str | Path, env_name: str, output_dir: str | Path, cfg:
         metrics = episode_metrics(trajectories, env_name)
         metrics.update({"policy": str(Path(policy_dir).absolute()), "seeds": [seeds[0], seeds[-1]],
                         "launcher": cfg.launcher, "distractors": cfg.distractors, "instructions": cfg.instructions,
+                        "layout": cfg.layout,
                         "policy_overrides": dict(cfg.policy_overrides)})
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         classify = envs.env_class(env_name).behaviour_mode
+        objectives = {name: envs.get_objective(name) for name in envs.objectives_for(env_name)}
         per_episode = [{"seed": t.provenance["seed"], "success": t.success, "length": len(t), "mode": classify(t),
-                        "instruction": t.instruction} for t in trajectories]
+                        "instruction": t.instruction, "objectives": {k: obj(t) for k, obj in objectives.items()}}
+                       for t in trajectories]
         (tmp / "episodes.json").write_text(json.dumps(per_episode, indent=1))
         # Videos replay the first seeds serially at 256 px: the same episodes, since each
         # depends on its seed alone.

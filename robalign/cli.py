@@ -49,6 +49,10 @@ def compose(verb: str, overrides: list[str]) -> DictConfig:
     except (HydraException, OmegaConfBaseException) as err:
         raise RobalignError(_explain_hydra_error(verb, err)) from None
     OmegaConf.set_struct(cfg, True)
+    layout = cfg.env.get("layout", "default") if "env" in cfg else "default"
+    if layout != "default" and verb not in LAYOUT_VERBS:  # anywhere else it would be ignored
+        raise RobalignError(f"env.layout={layout} is read by {' and '.join(LAYOUT_VERBS)} only; "
+                            f"`robalign {verb}` records and runs the default layout")
     return cfg
 
 
@@ -60,6 +64,9 @@ GROUP_ALIASES = {"pretrain": {"policy": "policy_preset"}, "align": {"method": "a
 # Settings whose keys are free here and checked by the code they reach (eval's and align's
 # policy_config: the checkpoint's config fields, so an unknown one is an error naming the valid ones).
 OPEN_SETTINGS = {"eval": "policy_config", "align": "policy_config"}
+# Verbs that run episodes on a task's other layouts (env.layout); demos, rollouts for
+# preferences and the pipeline use the default one.
+LAYOUT_VERBS = ("eval", "align")
 
 
 def config_name(verb: str) -> str:
@@ -368,7 +375,7 @@ def run_eval(cfg: DictConfig) -> dict:
     out = check_output_dir(cfg.output_dir or default_output_dir("eval"))
     ecfg = EvalConfig(episodes=cfg.episodes, seed=cfg.seed, launcher=cfg.launcher, num_envs=cfg.num_envs,
                       videos=cfg.videos, distractors=cfg.env.distractors, max_steps=cfg.max_steps,
-                      instructions=cfg.env.get("instructions", "train"),
+                      instructions=cfg.env.get("instructions", "train"), layout=cfg.env.get("layout", "default"),
                       policy_overrides=OmegaConf.to_container(cfg.policy_config))
     metrics = evaluate(cfg.policy, cfg.env.name, out, ecfg, progress=cfg.progress,
                        config_text=OmegaConf.to_yaml(cfg, resolve=True))
@@ -391,7 +398,8 @@ def run_align(cfg: DictConfig) -> dict:
     method = config_from_dict(MethodConfig, OmegaConf.to_container(cfg.method), "method")
     acfg = AlignConfig(**{k: cfg[k] for k in ("rounds", "states", "rollouts", "top_m", "margin", "seed",
                                                 "eval_episodes", "eval_seed", "launcher", "num_envs", "max_steps",
-                                                "threshold")}, distractors=cfg.env.distractors)
+                                                "threshold")}, distractors=cfg.env.distractors,
+                       layout=cfg.env.get("layout", "default"))
     scorer = make_scorer(cfg.scorer, reward=cfg.reward, objective=cfg.objective,
                          grape=OmegaConf.to_container(cfg.grape))
     out = Path(cfg.output_dir or default_output_dir("align"))

@@ -98,8 +98,9 @@ def record_episode(
 def episode_provenance(env, seed: int, extra: dict | None = None) -> dict:
     """What every recorded episode says of where it came from: env and its revision, seed, scene
     and robot look."""
+    layout = getattr(env, "layout", "default")  # named only when not the default, as older records are
     return {"env": env.name, "env_revision": env.revision, "seed": int(seed), "distractors": env.distractors,
-            "robot_meshes": env.robot_meshes, **(extra or {})}
+            **({"layout": layout} if layout != "default" else {}), "robot_meshes": env.robot_meshes, **(extra or {})}
 
 
 def expert_episode(env, mode: str, seed: int, video: list | None = None, noise: float = 0.0,

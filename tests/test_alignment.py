@@ -481,6 +481,9 @@ def test_align_refuses_bad_settings(tmp_path):
               "objective=clearance"])
     with pytest.raises(RobalignError, match="unknown setting 'round'"):
         main(["align", "round=3"])
+    with pytest.raises(RobalignError, match="unknown reach-around layout 'dense'; valid choices: default"):
+        main(["align", f"policy={tmp_path / 'nothing'}", "env=reach-around", "env.layout=dense", "scorer=objective",
+              "objective=clearance", f"output_dir={tmp_path / 'out'}"])  # before the policy loads
     with pytest.raises(RobalignError, match="best-of-n ranks candidates.*grape.likelihood=0"):
         main(["align", "method=best-of-n", f"policy={tmp_path / 'nothing'}", "scorer=grape", "grape.likelihood=0.01",
               f"output_dir={tmp_path / 'out'}"])

@@ -226,3 +226,52 @@ def test_an_unknown_robot_look_names_the_choices(monkeypatch):
     monkeypatch.setenv("ROBALIGN_ROBOT_MESHES", "photoreal")
     with pytest.raises(UnknownNameError, match="collision, visual"):
         envs.make("reach-around", camera=False)
+
+
+def test_pick_place_lang_dense_layout_puts_cubes_closer_and_says_so():
+    from robalign.envs.tasks.pick_place_lang import CUBE_GAP, DENSE_CUBE_GAP
+    from robalign.rollout import episode_provenance
+
+    def closest(env, seed):
+        env.reset(seed=seed)
+        xy = [env.cube_pos(i)[:2] for i in range(3)]
+        return min(np.linalg.norm(xy[i] - xy[j]) for i in range(3) for j in range(i))
+
+    default, dense = (envs.make("pick-place-lang", camera=False, layout=lay) for lay in ("default", "dense"))
+    try:
+        gaps = {name: [closest(env, s) for s in range(100000, 100020)] for name, env in
+                (("default", default), ("dense", dense))}
+        assert min(gaps["default"]) > CUBE_GAP
+        assert min(gaps["dense"]) > DENSE_CUBE_GAP and sum(g < CUBE_GAP for g in gaps["dense"]) >= 3
+        assert episode_provenance(dense, 3)["layout"] == "dense"
+        assert "layout" not in episode_provenance(default, 3)  # as records made before layouts existed
+    finally:
+        default.close()
+        dense.close()
+    with pytest.raises(UnknownNameError, match="unknown reach-around layout 'dense'; valid choices: default"):
+        envs.make("reach-around", layout="dense")
+    with pytest.raises(UnknownNameError, match="valid choices: default, dense"):
+        envs.check_layout("pick-place-lang", "sparse")
+
+
+def test_the_layout_reaches_the_vector_envs_workers():
+    import types
+
+    from robalign.policies.evaluation import run_vector
+
+    still = types.SimpleNamespace(act=lambda obs: np.zeros(7, np.float32))
+    seeds = [100002, 100007]  # their dense layouts differ from their default ones
+    trajs = run_vector(types.SimpleNamespace(name="still"), "pick-place-lang", seeds,
+                       {"camera": False, "max_steps": 2, "layout": "dense"}, num_envs=2,
+                       make_actor=lambda i, seed: still)
+    starts = {}
+    for layout in ("default", "dense"):
+        env = envs.make("pick-place-lang", camera=False, layout=layout)
+        try:
+            starts[layout] = [env.reset(seed=s)[0]["environment_state"] for s in seeds]
+        finally:
+            env.close()
+    for t, dense, default in zip(trajs, starts["dense"], starts["default"], strict=True):
+        assert t.provenance["layout"] == "dense"
+        np.testing.assert_allclose(t.env_state[0], dense, atol=1e-6)
+        assert not np.allclose(t.env_state[0], default, atol=1e-3)

@@ -100,6 +100,9 @@ def test_pretrain_then_eval(demos, tmp_path):
     assert vector["success_ci95"][0] == 0.0 and 0.5 < vector["success_ci95"][1] < 0.6
     assert set(vector["objectives"]) == {"clearance", "left-side", "path-length", "success", "time"}
     assert abs(sum(vector["mode_share"].values()) - 1) < 1e-9
+    episodes = json.loads((tmp_path / "ev" / "episodes.json").read_text())
+    assert [e["objectives"]["time"] for e in episodes] == [-20.0] * 3  # each episode's objectives, averaged above
+    assert np.mean([e["objectives"]["clearance"] for e in episodes]) == pytest.approx(vector["objectives"]["clearance"])
     videos = list((tmp_path / "ev" / "videos").iterdir())
     assert len(videos) == 1 and videos[0].name == "seed100000-failure.mp4" and videos[0].stat().st_size > 1000
     assert (tmp_path / "ev" / "summary.png").stat().st_size > 0
@@ -173,6 +176,10 @@ def test_bad_pretrain_and_eval_requests_leave_nothing(demos, tmp_path):
         main(["eval", f"policy={tmp_path}", "launcher=slurm", f"output_dir={out}"])
     with pytest.raises(RobalignError, match="is partial"):
         main(["eval", f"policy={tmp_path}", f"output_dir={out}"])
+    with pytest.raises(RobalignError, match="unknown reach-around layout 'dense'; valid choices: default"):
+        main(["eval", f"policy={tmp_path}", "env.layout=dense", f"output_dir={out}"])  # before the policy loads
+    with pytest.raises(RobalignError, match="env.layout=dense is read by eval and align only"):
+        main(["demos", "env=pick-place-lang", "env.layout=dense", f"output_dir={out}"])
     assert not out.exists()
 
 

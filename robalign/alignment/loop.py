@@ -66,6 +66,7 @@ class AlignConfig:
     launcher: str = "vector"     # serial | vector (gymnasium AsyncVectorEnv)
     num_envs: int = 2            # parallel envs with launcher=vector
     distractors: bool = False    # random colours, distractor objects and camera jitter
+    layout: str = "default"      # the task's scene layout for every episode (pick-place-lang: default | dense)
     max_steps: int | None = None  # episode length limit; null: the task's default
     threshold: float | None = None  # objective value that counts as satisfied; null: the objective's own
 
@@ -106,7 +107,7 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
     from robalign.data.outputs import check_output_dir
     from robalign.policies import load_policy
 
-    envs.env_class(env_name)
+    envs.check_layout(env_name, cfg.layout)
     out = Path(output_dir).expanduser().absolute()
     aligner = make_aligner(method)
     overrides = dict(policy_overrides or {})
@@ -129,7 +130,9 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
                                                                          "threshold", None)
     settings = {"policy": str(Path(policy_dir).absolute()), "env": env_name, "scorer": scorer.describe(),
                 "objective": truth.name if truth else None, "method": dataclasses.asdict(method),
-                "align": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "rounds"},
+                # layout only when not the default, so runs saved before the setting existed still resume
+                "align": {k: v for k, v in dataclasses.asdict(cfg).items()
+                          if k != "rounds" and (k, v) != ("layout", "default")},
                 "demos": str(Path(demos).absolute()) if demos else None}
     if overrides:  # absent otherwise, so runs saved before the setting existed still resume
         settings["policy_overrides"] = overrides
@@ -346,7 +349,7 @@ def _env_options(policy, scorer, cfg) -> dict:
     (at the policy's image size if it reads images too: the reward resizes what it reads)."""
     from robalign.policies.evaluation import env_options
 
-    opts = env_options(policy, cfg.distractors, cfg.max_steps)
+    opts = env_options(policy, cfg.distractors, cfg.max_steps, layout=cfg.layout)
     if scorer.needs_frames and not opts["camera"]:
         opts.update(camera=True, image_size=int(scorer.image_size))
     return opts
