@@ -90,6 +90,11 @@ def test_pairs_are_top_m_against_bottom_m_per_state():
     assert sorted(pairs) == [(0, 3.0, 1.0), (0, 3.0, 2.0), (0, 5.0, 1.0), (0, 5.0, 2.0), (1, 4.0, 0.5)]
     # state 1 has 3 rollouts: m is capped at 1; ties and small gaps are skipped with a margin
     assert [(w.score, lo.score) for w, lo in preference_pairs(rollouts, m=1, margin=1.5)] == [(5.0, 1.0), (4.0, 0.5)]
+    # pairs=successful: failures are neither chosen nor rejected (state 0's 5.0 and 1.0 failed)
+    failed = dataclasses.replace(traj, success=False)
+    rollouts[0].trajectory = rollouts[1].trajectory = failed
+    assert sorted((w.score, lo.score) for w, lo in preference_pairs(rollouts, m=2, successful=True)) == [
+        (3.0, 2.0), (4.0, 0.5)]
 
 
 def raising_objective(traj):
@@ -394,6 +399,20 @@ def test_align_end_to_end(pretrained, tmp_path):
 
 
 @pytest.mark.slow
+def test_pairs_successful_pairs_no_failed_rollout(pretrained, tmp_path):
+    # 12 steps never reach the goal: every rollout fails, so no pair forms and nothing moves
+    out = tmp_path / "run"
+    result = main(align_args(pretrained, out, "rounds=1", "pairs=successful"))
+    assert result["rounds"][0]["success_rate"] == 0.0 and result["rounds"][0]["update"]["pairs"] == 0
+    assert json.loads((out / "align.json").read_text())["align"]["pairs"] == "successful"
+    from robalign.policies import load_policy
+
+    aligned, pretrained_policy = load_policy(out / "policy"), load_policy(pretrained / "pt" / "policy")
+    assert all(torch.equal(a, b) for a, b in zip(aligned.state_dict().values(),
+                                                 pretrained_policy.state_dict().values()))
+
+
+@pytest.mark.slow
 def test_dppo_with_the_grape_score_runs_through_the_same_loop(pretrained, tmp_path):
     out = tmp_path / "dppo"
     result = main(align_args(pretrained, out, "method=dppo", "rounds=1", "scorer=grape", "grape.success=1.0",
@@ -479,6 +498,8 @@ def test_align_refuses_bad_settings(tmp_path):
     with pytest.raises(RobalignError, match="method.unfinished='partial'.*unfinished: prefix or whole"):
         main(["align", "method=best-of-n", "method.unfinished=partial", "policy=x", "scorer=objective",
               "objective=clearance"])
+    with pytest.raises(RobalignError, match="unknown pairs setting 'winners'; valid choices: all, successful"):
+        main(["align", "policy=x", "scorer=objective", "objective=clearance", "pairs=winners"])
     with pytest.raises(RobalignError, match="unknown setting 'round'"):
         main(["align", "round=3"])
     with pytest.raises(RobalignError, match="unknown reach-around layout 'dense'; valid choices: default"):

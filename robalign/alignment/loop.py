@@ -44,6 +44,7 @@ from .scorers import ObjectiveScorer, Scorer, ScoringError
 TRAIN_SEED_BASE = 50000  # training states: apart from demos (0, 1, ...) and evaluation (100000 + i)
 SEEDS_PER_RUN = 1000  # training states a run (one `seed`) may use
 LAUNCHERS = ("serial", "vector")
+PAIRINGS = ("all", "successful")  # which rollouts of a state are ranked and paired
 # Each stream's seed starts with its own tag: numpy pads short keys with zeros, so without
 # it (seed, r, 1) would equal rollout (seed, r, 1, 0)'s stream.
 STREAM_ROLLOUT, STREAM_LOSS, STREAM_BATCHES = 1, 2, 3
@@ -60,6 +61,10 @@ class AlignConfig:
     rollouts: int = 4            # K: episodes per initial state
     top_m: int = 2               # pairs per state: each of the top m against each of the bottom m
     margin: float = 0.0          # skip pairs whose scores differ by this much or less
+    # all | successful: pair only the rollouts that reached the task's success. A preference
+    # method lowers the loser's log-likelihood, and a failed loser shares its approach and
+    # grasp with the winner, so pairs against failures can unteach the task itself.
+    pairs: str = "all"
     seed: int = 0                # seeds every draw of the run (states, policy noise, minibatches)
     eval_episodes: int = 20      # held-out episodes before and after (seeds eval_seed + i)
     eval_seed: int = 100000
@@ -84,6 +89,8 @@ class AlignConfig:
                                 f"(>= 1 or null)")
         if self.launcher not in LAUNCHERS:
             raise UnknownNameError("launcher", self.launcher, list(LAUNCHERS))
+        if self.pairs not in PAIRINGS:
+            raise UnknownNameError("pairs setting", self.pairs, list(PAIRINGS))
         last = self.train_seed(self.rounds - 1, self.states - 1)
         if self.rounds * self.states > SEEDS_PER_RUN or last >= self.eval_seed:
             raise RobalignError(f"training states {self.train_seed(0, 0)}..{last} would reach the held-out seeds "
@@ -130,9 +137,9 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
                                                                          "threshold", None)
     settings = {"policy": str(Path(policy_dir).absolute()), "env": env_name, "scorer": scorer.describe(),
                 "objective": truth.name if truth else None, "method": dataclasses.asdict(method),
-                # layout only when not the default, so runs saved before the setting existed still resume
+                # layout and pairs only when not the default, so runs saved before they existed still resume
                 "align": {k: v for k, v in dataclasses.asdict(cfg).items()
-                          if k != "rounds" and (k, v) != ("layout", "default")},
+                          if k != "rounds" and (k, v) not in (("layout", "default"), ("pairs", "all"))},
                 "demos": str(Path(demos).absolute()) if demos else None}
     if overrides:  # absent otherwise, so runs saved before the setting existed still resume
         settings["policy_overrides"] = overrides
@@ -230,7 +237,7 @@ def _round(r, policy, policy_dir, reference, aligner, scorer, truth, threshold, 
         kept = f"rounds 0-{r - 1} are saved in {out / 'rounds'}" if r else "no round had finished"
         raise AlignmentError(f"{err}. Round {r} stopped before its update; {kept}; fix the scorer and rerun "
                              f"with resume=true to continue from round {r}") from None
-    pairs = preference_pairs(rollouts, cfg.top_m, cfg.margin)
+    pairs = preference_pairs(rollouts, cfg.top_m, cfg.margin, successful=cfg.pairs == "successful")
     torch.manual_seed(noise_seed(STREAM_LOSS, cfg.seed, r))  # draws inside the losses (anchors)
     generator = torch.Generator().manual_seed(noise_seed(STREAM_BATCHES, cfg.seed, r))
     anchor = _anchor(aligner, demo_windows, [w for w, _ in pairs] or rollouts, generator)

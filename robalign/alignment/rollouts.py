@@ -94,12 +94,15 @@ def collect(policy, env_name: str, env_seeds: list[int], noise_seeds: list[int],
     return out
 
 
-def preference_pairs(rollouts: list[Rollout], m: int, margin: float = 0.0) -> list[tuple[Rollout, Rollout]]:
+def preference_pairs(rollouts: list[Rollout], m: int, margin: float = 0.0,
+                     successful: bool = False) -> list[tuple[Rollout, Rollout]]:
     """(chosen, rejected) pairs: per initial state, each of the top m rollouts against each
-    of the bottom m (GRAPE), skipping pairs whose scores differ by `margin` or less."""
+    of the bottom m (GRAPE), skipping pairs whose scores differ by `margin` or less.
+    `successful`: rank and pair only the rollouts that reached the task's success."""
     by_state: dict[int, list[Rollout]] = {}
     for r in rollouts:
-        by_state.setdefault(r.state, []).append(r)
+        if r.trajectory.success or not successful:
+            by_state.setdefault(r.state, []).append(r)
     pairs = []
     for group in by_state.values():
         ranked = sorted(group, key=lambda r: -r.score)
