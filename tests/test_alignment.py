@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from robalign.alignment import AlignmentError, MethodConfig, make_aligner, make_scorer
+from robalign.alignment import AlignConfig, AlignmentError, MethodConfig, make_aligner, make_scorer
 from robalign.alignment.drift import kl_per_step
 from robalign.alignment.rollouts import Chunk, Rollout, preference_pairs
 from robalign.alignment.scorers import GrapeScorer, ObjectiveScorer, ScoringError
@@ -248,6 +248,19 @@ def test_tpo_log_ratios_are_exact_and_training_prefers_the_chosen():
                      for o, c in zip(obs, w.chunks))
         ours = float(aligner.chunk_log_ratios(policy, reference, w.chunks, [0] * len(w.chunks), None).sum())
     assert ours == pytest.approx(direct, abs=1e-4)
+
+    # reduce=mean: each side's log-ratio is its mean over its own chunks (the loser cut shorter
+    # here, so a sum, or a mean over the wrong count, gives another logit); one step at lr ~0
+    # reports the logit before it moves anything
+    short = dataclasses.replace(lo, chunks=lo.chunks[:max(1, len(lo.chunks) // 2)])
+    with torch.no_grad():
+        means = [float(aligner.chunk_log_ratios(policy, reference, r.chunks, [0] * len(r.chunks), None).mean())
+                 for r in (w, short)]
+    for reduce, expected in (("mean", means[0] - means[1]), ("sum", ratio_gap(aligner, policy, reference, w, short))):
+        one_step = make_aligner(MethodConfig("tpo", lr=1e-12, updates=1, batch=1, beta=1.0, reduce=reduce))
+        logit = one_step.update(policy, reference, [], [(w, short)], None, torch.Generator())["logit_margin"]
+        assert logit == pytest.approx(expected, abs=1e-3), reduce
+    assert len(short.chunks) < len(w.chunks)
 
 
 def test_expert_iteration_imitates_only_the_kept_episodes():
@@ -483,6 +496,22 @@ def test_objective_returning_nan_stops_the_run_and_keeps_round_zero(pretrained, 
         main(align_args(pretrained, out, f"objective={__name__}:clearance_failing_in_round_one", "threshold=0.05"))
     assert (out / "rounds" / "000" / "policy" / "model.safetensors").is_file()
     assert not (out / "rounds" / "001").exists() and not (out / "metrics.json").exists()
+
+
+def test_a_run_saved_before_newer_settings_existed_resumes_with_their_defaults(tmp_path):
+    from robalign.alignment.loop import _check_resume
+
+    def settings(**method):
+        return {"env": "pick-place-lang", "method": dataclasses.asdict(MethodConfig(name="tpo", **method)),
+                "align": {k: v for k, v in dataclasses.asdict(AlignConfig()).items() if k != "rounds"}}
+
+    old = settings()
+    for key, field in (("method", "reduce"), ("align", "pairs"), ("align", "layout")):
+        del old[key][field]  # as an align.json written before these settings came
+    (tmp_path / "align.json").write_text(json.dumps(old))
+    _check_resume(tmp_path, settings())
+    with pytest.raises(AlignmentError, match="settings differ.*'reduce': 'sum'.*'reduce': 'mean'"):
+        _check_resume(tmp_path, settings(reduce="mean"))
 
 
 def test_align_refuses_bad_settings(tmp_path):

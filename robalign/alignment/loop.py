@@ -137,9 +137,7 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
                                                                          "threshold", None)
     settings = {"policy": str(Path(policy_dir).absolute()), "env": env_name, "scorer": scorer.describe(),
                 "objective": truth.name if truth else None, "method": dataclasses.asdict(method),
-                # layout and pairs only when not the default, so runs saved before they existed still resume
-                "align": {k: v for k, v in dataclasses.asdict(cfg).items()
-                          if k != "rounds" and (k, v) not in (("layout", "default"), ("pairs", "all"))},
+                "align": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "rounds"},
                 "demos": str(Path(demos).absolute()) if demos else None}
     if overrides:  # absent otherwise, so runs saved before the setting existed still resume
         settings["policy_overrides"] = overrides
@@ -418,6 +416,12 @@ def _check_resume(out: Path, settings: dict) -> None:
     if not saved_path.is_file():
         raise AlignmentError(f"resume=true but {str(out)!r} holds no alignment run (no align.json); start without resume")
     saved = json.loads(saved_path.read_text())
+    # A setting added since the run was saved reads as its default, which does what the code
+    # did before the setting existed.
+    for key, defaults in (("method", MethodConfig()), ("align", AlignConfig())):
+        if isinstance(saved.get(key), dict) and isinstance(settings.get(key), dict):
+            saved[key] = {**{k: v for k, v in dataclasses.asdict(defaults).items() if k in settings[key]},
+                          **saved[key]}
     diff = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
     if diff:
         raise AlignmentError(f"resume: settings differ from the run's align.json: {diff} (saved, given); only "

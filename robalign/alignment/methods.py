@@ -47,6 +47,11 @@ class MethodConfig:
     batch: int = 8                # pairs (preference methods) or chunks x 8 (dppo) per gradient step
     beta: float = 0.1             # preference temperature: scales the log-ratio difference
     window: int = 0               # chunks per trajectory per step (0: the whole trajectory)
+    # sum: a trajectory's log-ratio is the sum over its chunks (GRAPE); mean: their mean, so a
+    # longer trajectory's log-ratio is not larger for its length alone (with `efficiency` the
+    # loser is always the longer one, and a policy that grows surer of every step then moves
+    # the loser's sum further than the winner's: the loss rises while nothing is preferred)
+    reduce: str = "sum"
     anchor_weight: float = 0.0    # weight of the imitation anchor (demo windows if demos= is given, else chosen chunks)
     grad_clip: float = 1.0        # max global gradient norm
     # dppo
@@ -71,14 +76,14 @@ class MethodConfig:
                   "kl_coef": self.kl_coef >= 0, "gamma": 0 < self.gamma <= 1, "eta": 0 < self.eta <= 1,
                   "min_std": self.min_std > 0, "n": isinstance(self.n, int) and self.n >= 2,
                   "lookahead": isinstance(self.lookahead, int) and self.lookahead >= 0,
-                  "unfinished": self.unfinished in ("prefix", "whole"),
+                  "unfinished": self.unfinished in ("prefix", "whole"), "reduce": self.reduce in ("sum", "mean"),
                   "successful_only": isinstance(self.successful_only, bool)}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise RobalignError(f"bad alignment setting method.{bad[0]}={getattr(self, bad[0])!r}; allowed: lr, beta, "
                                 f"grad_clip, min_std > 0; window, anchor_weight, kl_coef >= 0; updates, batch, "
                                 f"ft_denoising_steps >= 1; 0 < clip_ratio < 1; 0 < gamma, eta <= 1; n: an int >= 2; lookahead: an int >= 0; "
-                                f"unfinished: prefix or whole")
+                                f"unfinished: prefix or whole; reduce: sum or mean")
 
 
 class Aligner:
@@ -150,7 +155,10 @@ class PreferenceAligner(Aligner):
                     slots += [p * 100000 + j for j in range(len(chosen))]
                     owner += [2 * p + side] * len(chosen)
             ratios = self.chunk_log_ratios(policy, reference, chunks, slots, generator)
-            per_traj = ratios.new_zeros(2 * len(pick)).index_add(0, torch.tensor(owner, device=ratios.device), ratios)
+            owners = torch.tensor(owner, device=ratios.device)
+            per_traj = ratios.new_zeros(2 * len(pick)).index_add(0, owners, ratios)
+            if cfg.reduce == "mean":
+                per_traj = per_traj / torch.bincount(owners, minlength=2 * len(pick)).to(per_traj)
             logits = cfg.beta * (per_traj[0::2] - per_traj[1::2])
             loss = -F.logsigmoid(logits).mean()
             losses.append(float(loss.detach()))
