@@ -45,3 +45,18 @@ def test_python_dash_m_is_the_same_cli():
     assert ("    clearance: Closest approach of any gripper geom to the vase over the episode, metres "
             "(satisfied at >= 0.05; rationality 200)") in out.stdout.splitlines()
     assert "    time: Minus the number of steps: shorter episodes are better (no threshold; rationality inf)" in out.stdout
+
+
+def test_every_verb_composes_with_its_defaults():
+    from robalign.cli import VERBS
+
+    for verb in VERBS:
+        cfg = compose(verb, [])  # `prefs queries` holds a plain env name (null), not the env group
+        assert cfg is not None, verb
+
+
+def test_env_layout_only_where_it_is_run():
+    assert compose("eval", ["env=pick-place-lang", "env.layout=dense"]).env.layout == "dense"
+    assert compose("align", ["env=pick-place-lang", "env.layout=dense"]).env.layout == "dense"
+    with pytest.raises(RobalignError, match="env.layout=dense is read by eval and align only"):
+        compose("rollouts", ["env=pick-place-lang", "env.layout=dense"])
