@@ -376,7 +376,7 @@ def run_eval(cfg: DictConfig) -> dict:
     out = check_output_dir(cfg.output_dir or default_output_dir("eval"))
     ecfg = EvalConfig(episodes=cfg.episodes, seed=cfg.seed, launcher=cfg.launcher, num_envs=cfg.num_envs,
                       videos=cfg.videos, distractors=cfg.env.distractors, max_steps=cfg.max_steps,
-                      instructions=cfg.env.get("instructions", "train"), layout=cfg.env.get("layout", "default"),
+                      instructions=cfg.env.get("instructions", "train"), layout=cfg.env.layout,
                       policy_overrides=OmegaConf.to_container(cfg.policy_config))
     metrics = evaluate(cfg.policy, cfg.env.name, out, ecfg, progress=cfg.progress,
                        config_text=OmegaConf.to_yaml(cfg, resolve=True))
@@ -400,7 +400,7 @@ def run_align(cfg: DictConfig) -> dict:
     acfg = AlignConfig(**{k: cfg[k] for k in ("rounds", "states", "rollouts", "top_m", "margin", "pairs", "seed",
                                                 "eval_episodes", "eval_seed", "launcher", "num_envs", "max_steps",
                                                 "threshold")}, distractors=cfg.env.distractors,
-                       layout=cfg.env.get("layout", "default"))
+                       layout=cfg.env.layout)
     scorer = make_scorer(cfg.scorer, reward=cfg.reward, objective=cfg.objective,
                          grape=OmegaConf.to_container(cfg.grape))
     out = Path(cfg.output_dir or default_output_dir("align"))
