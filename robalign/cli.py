@@ -49,7 +49,7 @@ def compose(verb: str, overrides: list[str]) -> DictConfig:
     except (HydraException, OmegaConfBaseException) as err:
         raise RobalignError(_explain_hydra_error(verb, err)) from None
     OmegaConf.set_struct(cfg, True)
-    env = cfg.get("env")  # the env group's settings; `prefs queries` has a plain env name instead
+    env = cfg.get("env")  # the env group's settings (`prefs queries` may have none)
     layout = env.get("layout", "default") if isinstance(env, DictConfig) else "default"
     if layout != "default" and verb not in LAYOUT_VERBS:  # anywhere else it would be ignored
         raise RobalignError(f"env.layout={layout} is read by {' and '.join(LAYOUT_VERBS)} only; "
@@ -227,7 +227,8 @@ def run_prefs_queries(cfg: DictConfig) -> list[str]:
     from robalign.preferences.selection import select_queries
 
     with _open_store(cfg, create=False) as store:
-        groups = select_queries(store, cfg.n, strategy=cfg.strategy, kind=cfg.kind, seed=cfg.seed, env=cfg.env)
+        env = cfg.env.name if cfg.get("env") else None  # `env=NAME` picks the env group; none: every env
+        groups = select_queries(store, cfg.n, strategy=cfg.strategy, kind=cfg.kind, seed=cfg.seed, env=env)
         ids = store.add_queries(groups, strategy=cfg.strategy)
     print(f"added {len(ids)} {cfg.kind} queries ({cfg.strategy}) to {cfg.store}")
     return ids

@@ -51,7 +51,7 @@ def test_every_verb_composes_with_its_defaults():
     from robalign.cli import VERBS
 
     for verb in VERBS:
-        cfg = compose(verb, [])  # `prefs queries` holds a plain env name (null), not the env group
+        cfg = compose(verb, [])  # `prefs queries` has no env group unless env=NAME picks one
         assert cfg is not None, verb
 
 
@@ -60,3 +60,8 @@ def test_env_layout_only_where_it_is_run():
     assert compose("align", ["env=pick-place-lang", "env.layout=dense"]).env.layout == "dense"
     with pytest.raises(RobalignError, match="env.layout=dense is read by eval and align only"):
         compose("rollouts", ["env=pick-place-lang", "env.layout=dense"])
+
+
+def test_prefs_queries_takes_an_env_like_every_verb():
+    assert compose("prefs queries", ["env=mug-grasp"]).env.name == "mug-grasp"
+    assert compose("prefs queries", []).get("env") is None

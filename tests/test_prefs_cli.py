@@ -18,7 +18,10 @@ def test_rollouts_queries_simulate_export_import(tmp_path, capsys):
         assert all(i["video_sha"] and store.blobs.path("video", i["video_sha"]).stat().st_size > 1000 for i in infos)
         assert store.load_trajectory(ids[0], frames=True).frames.shape[1:] == (256, 256, 3)
 
-    assert main(["prefs", "queries", f"store={store_dir}", "n=3", "strategy=random"]) == 0
+    # env=NAME picks the env group, as in every verb, and keeps to that task's trajectories
+    assert main(["prefs", "queries", f"store={store_dir}", "n=1", "env=mug-grasp"]) == 2
+    assert "for env 'mug-grasp'" in capsys.readouterr().err
+    assert main(["prefs", "queries", f"store={store_dir}", "n=3", "strategy=random", "env=reach-around"]) == 0
     assert main(["prefs", "annotator", f"store={store_dir}", "name=alice"]) == 0
     assert "token: " in capsys.readouterr().out
     assert main(["prefs", "simulate", f"store={store_dir}", "objective=clearance", "progress=false"]) == 0
