@@ -40,8 +40,6 @@ def make(name: str, **options) -> FrankaTaskEnv:
 
 
 def check_layout(name: str, layout: str) -> None:
-    """Refuse a layout task `name` does not have (before anything slow is loaded or run)."""
-    from robalign.errors import UnknownNameError
-
-    if layout not in env_class(name).LAYOUTS:
-        raise UnknownNameError(f"{name} layout", layout, list(env_class(name).LAYOUTS))
+    """Refuse an unknown task, or a layout task `name` does not have (before anything slow is
+    loaded or run)."""
+    env_class(name).check_layout(layout)

@@ -92,8 +92,14 @@ class FrankaTaskEnv(gym.Env):
     # Instruction wordings never used in demos, for `instructions="held-out"` (evaluation of
     # language generalisation); tasks with a fixed instruction keep none.
     HELD_OUT_PARAPHRASES: ClassVar[tuple[str, ...]] = ()
-    # Scene layouts place_objects knows; the first is the default.
+    # Scene layouts place_objects knows; every task has "default" (what demos are made on).
     LAYOUTS: ClassVar[tuple[str, ...]] = ("default",)
+
+    @classmethod
+    def check_layout(cls, layout: str) -> None:
+        """Refuse a layout this task does not have."""
+        if layout not in cls.LAYOUTS:
+            raise UnknownNameError(f"{cls.name} layout", layout, list(cls.LAYOUTS))
 
     def __init__(
         self,
@@ -117,8 +123,7 @@ class FrankaTaskEnv(gym.Env):
         if instructions == "held-out" and not self.HELD_OUT_PARAPHRASES:
             raise RobalignError(f"{self.name} keeps no held-out instructions; instructions=held-out is for "
                                 f"tasks whose wording varies (pick-place-lang)")
-        if layout not in self.LAYOUTS:  # as envs.check_layout says it
-            raise UnknownNameError(f"{self.name} layout", layout, list(self.LAYOUTS))
+        self.check_layout(layout)
         self.instructions, self.layout = instructions, layout
         self.distractors, self.camera, self.image_size = bool(distractors), bool(camera), image_size
         self.wrist_camera, self.render_mode = bool(wrist_camera), render_mode

@@ -213,28 +213,39 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return (lo, hi)
 
 
-def episode_metrics(trajectories: list[Trajectory], env_name: str) -> dict:
-    """metrics.json's figures: success with its interval, objective means (and the share
-    meeting each objective's threshold), behaviour-mode shares, episode length."""
+def episode_records(trajectories: list[Trajectory], env_name: str) -> list[dict]:
+    """Each episode's success, length, behaviour mode, instruction and every objective of its
+    task: what episodes.json keeps and what metrics.json averages."""
     import robalign.envs as envs
 
-    n = len(trajectories)
-    wins = sum(t.success for t in trajectories)
+    objectives = {name: envs.get_objective(name) for name in envs.objectives_for(env_name)}
+    classify = envs.env_class(env_name).behaviour_mode
+    return [{"success": t.success, "length": len(t), "mode": classify(t), "instruction": t.instruction,
+             "objectives": {k: obj(t) for k, obj in objectives.items()}} for t in trajectories]
+
+
+def episode_metrics(records: list[dict], env_name: str) -> dict:
+    """metrics.json's figures from the episodes' `episode_records`: success with its interval,
+    objective means (and the share meeting each objective's threshold), behaviour-mode
+    shares, episode length."""
+    import robalign.envs as envs
+
+    n = len(records)
+    wins = sum(r["success"] for r in records)
     objectives, satisfied = {}, {}
     for name in envs.objectives_for(env_name):
-        obj = envs.get_objective(name)
-        objectives[name] = float(np.mean([obj(t) for t in trajectories]))
-        if obj.threshold is not None:
-            satisfied[name] = float(np.mean([obj.satisfied(t) for t in trajectories]))
-    classify = envs.env_class(env_name).behaviour_mode
-    modes = [classify(t) for t in trajectories]
+        values = [r["objectives"][name] for r in records]
+        objectives[name] = float(np.mean(values))
+        threshold = envs.get_objective(name).threshold
+        if threshold is not None:
+            satisfied[name] = float(np.mean([v >= threshold for v in values]))  # Objective.satisfied
     counts: dict[str, int] = {m: 0 for m in envs.env_class(env_name).modes}
-    for m in modes:
-        counts[m or "unclassified"] = counts.get(m or "unclassified", 0) + 1
-    lengths = [len(t) for t in trajectories]
+    for r in records:
+        counts[r["mode"] or "unclassified"] = counts.get(r["mode"] or "unclassified", 0) + 1
+    lengths = [r["length"] for r in records]
     by_instruction: dict[str, list[bool]] = {}
-    for t in trajectories:
-        by_instruction.setdefault(t.instruction, []).append(t.success)
+    for r in records:
+        by_instruction.setdefault(r["instruction"], []).append(r["success"])
     return {
         "env": env_name,
         "episodes": n,
@@ -281,17 +292,14 @@ def evaluate(policy_dir: str | Path, env_name: str, output_dir: str | Path, cfg:
                                    cfg.policy_overrides)
             bar.update(len(seeds))
         bar.close()
-        metrics = episode_metrics(trajectories, env_name)
+        records = episode_records(trajectories, env_name)
+        metrics = episode_metrics(records, env_name)
         metrics.update({"policy": str(Path(policy_dir).absolute()), "seeds": [seeds[0], seeds[-1]],
                         "launcher": cfg.launcher, "distractors": cfg.distractors, "instructions": cfg.instructions,
                         "layout": cfg.layout,
                         "policy_overrides": dict(cfg.policy_overrides)})
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        classify = envs.env_class(env_name).behaviour_mode
-        objectives = {name: envs.get_objective(name) for name in envs.objectives_for(env_name)}
-        per_episode = [{"seed": t.provenance["seed"], "success": t.success, "length": len(t), "mode": classify(t),
-                        "instruction": t.instruction, "objectives": {k: obj(t) for k, obj in objectives.items()}}
-                       for t in trajectories]
+        per_episode = [{"seed": t.provenance["seed"], **r} for t, r in zip(trajectories, records)]
         (tmp / "episodes.json").write_text(json.dumps(per_episode, indent=1))
         # Videos replay the first seeds serially at 256 px: the same episodes, since each
         # depends on its seed alone.

@@ -50,7 +50,7 @@ def compose(verb: str, overrides: list[str]) -> DictConfig:
         raise RobalignError(_explain_hydra_error(verb, err)) from None
     OmegaConf.set_struct(cfg, True)
     env = cfg.get("env")  # the env group's settings (`prefs queries` may have none)
-    layout = env.get("layout", "default") if isinstance(env, DictConfig) else "default"
+    layout = env.layout if isinstance(env, DictConfig) else "default"
     if layout != "default" and verb not in LAYOUT_VERBS:  # anywhere else it would be ignored
         raise RobalignError(f"env.layout={layout} is read by {' and '.join(LAYOUT_VERBS)} only; "
                             f"`robalign {verb}` records and runs the default layout")

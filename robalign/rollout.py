@@ -98,9 +98,10 @@ def record_episode(
 def episode_provenance(env, seed: int, extra: dict | None = None) -> dict:
     """What every recorded episode says of where it came from: env and its revision, seed, scene
     and robot look."""
-    layout = getattr(env, "layout", "default")  # named only when not the default, as older records are
+    # the layout is named only when not the default, as records made before layouts existed
+    layout = {"layout": env.layout} if env.layout != "default" else {}
     return {"env": env.name, "env_revision": env.revision, "seed": int(seed), "distractors": env.distractors,
-            **({"layout": layout} if layout != "default" else {}), "robot_meshes": env.robot_meshes, **(extra or {})}
+            **layout, "robot_meshes": env.robot_meshes, **(extra or {})}
 
 
 def expert_episode(env, mode: str, seed: int, video: list | None = None, noise: float = 0.0,

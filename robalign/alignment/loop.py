@@ -324,10 +324,10 @@ def _anchor(aligner, demo_windows, chosen: list[Rollout], generator):
 def _figures(rollouts, env_name, scorer, truth, threshold, out, tag) -> dict:
     """before.json / after.json: success, the person's objective and its satisfied share,
     the scorer's mean, modes and episode length."""
-    from robalign.policies.evaluation import episode_metrics
+    from robalign.policies.evaluation import episode_metrics, episode_records
 
     trajectories = [x.trajectory for x in rollouts]
-    m = episode_metrics(trajectories, env_name)
+    m = episode_metrics(episode_records(trajectories, env_name), env_name)
     try:
         scores = scorer.score(trajectories) if not scorer.needs_likelihood else None
         values = truth.score(trajectories) if truth is not None else None
