@@ -56,11 +56,32 @@ def test_sinkhorn_gradcheck():
     assert torch.autograd.gradcheck(lambda a, b: ot_step_costs(a, b, mx, None, eps=0.1, iters=30), (x, y))
 
 
+def test_sinkhorn_tol_stops_at_the_first_absorption_within_it():
+    gen = torch.Generator().manual_seed(3)
+    cost = cosine_cost(torch.randn(3, 20, 4, generator=gen, dtype=torch.float64),
+                       torch.randn(3, 15, 4, generator=gen, dtype=torch.float64))
+
+    def row_error(plans):
+        return float((plans.sum(2) - 1 / 20).abs().sum(-1).max())
+
+    early = sinkhorn(cost, 0.05, iters=1000, tol=1e-9)
+    assert row_error(early) <= 1e-9
+    # the same plan as a fixed run of some multiple of absorb_every iterations, the first whose
+    # rows are within tol: it stopped there, not at `iters`
+    stopped = next(k for k in range(10, 1000, 10) if torch.equal(sinkhorn(cost, 0.05, iters=k), early))
+    assert row_error(sinkhorn(cost, 0.05, iters=stopped - 10)) > 1e-9
+    x = torch.randn(2, 6, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 5, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: sinkhorn(cosine_cost(a, b), 0.1, 500, tol=1e-6), (x, y))
+
+
 def test_sinkhorn_rejects_bad_settings():
     with pytest.raises(RobalignError, match="eps must be > 0"):
         sinkhorn(torch.zeros(3, 3), eps=0)
     with pytest.raises(RobalignError, match="iters"):
         sinkhorn(torch.zeros(3, 3), iters=0)
+    with pytest.raises(RobalignError, match="tol must be > 0 or None"):
+        sinkhorn(torch.zeros(3, 3), tol=0.0)
 
 
 # ---- encoders ------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def _marginal(mask: torch.Tensor, dtype) -> torch.Tensor:
 
 
 def sinkhorn(cost: torch.Tensor, eps: float = 0.1, iters: int = 100, mask_x: torch.Tensor | None = None,
-             mask_y: torch.Tensor | None = None, absorb_every: int = 10) -> torch.Tensor:
+             mask_y: torch.Tensor | None = None, absorb_every: int = 10, tol: float | None = None) -> torch.Tensor:
     """Entropic OT plans for a batch of cost matrices.
 
     Log-stabilised Sinkhorn with absorption (Schmitzer 2019): the dual potentials f, g live
@@ -48,9 +48,12 @@ def sinkhorn(cost: torch.Tensor, eps: float = 0.1, iters: int = 100, mask_x: tor
     Args:
         cost: (B, N, M) or (N, M).
         eps: entropic regularisation (> 0); smaller is closer to exact OT, needs more iterations.
-        iters: Sinkhorn iterations (each updates both scalings).
+        iters: Sinkhorn iterations (each updates both scalings); the most run when tol is set.
         mask_x, mask_y: (B, N) and (B, M) bool, True for real frames; default all real.
         absorb_every: iterations between absorptions (1: the plain log-domain algorithm).
+        tol: stop at an absorption once every pair's row marginals are within tol of the
+            uniform ones (L1; the columns are exact after each iteration), as POT's stopThr;
+            None: always run `iters`. Gradients flow through the iterations run either way.
     Returns:
         plans (B, N, M) (or (N, M)): rows sum to 1/N_valid, columns to 1/M_valid.
     """
@@ -58,6 +61,8 @@ def sinkhorn(cost: torch.Tensor, eps: float = 0.1, iters: int = 100, mask_x: tor
         raise RobalignError(f"sinkhorn eps must be > 0; got {eps!r}")
     if not isinstance(iters, int) or iters < 1:
         raise RobalignError(f"sinkhorn iters must be an int >= 1; got {iters!r}")
+    if tol is not None and not tol > 0:
+        raise RobalignError(f"sinkhorn tol must be > 0 or None (fixed iterations); got {tol!r}")
     single = cost.ndim == 2
     if single:
         cost = cost[None]
@@ -74,17 +79,25 @@ def sinkhorn(cost: torch.Tensor, eps: float = 0.1, iters: int = 100, mask_x: tor
     done = 0
     while done < iters:
         kernel = torch.exp((f[:, :, None] + g[:, None, :] - cost) / eps)
-        u, v = torch.ones_like(f), torch.ones_like(g)
+        # Both products as row vector times matrix: on CPU that batched form runs ~2.5x
+        # faster than matrix times column vector, so the transposed kernel is kept too.
+        kernel_t = kernel.transpose(1, 2).contiguous()
+        v = torch.ones_like(g)
         for _ in range(min(absorb_every, iters - done)):
-            # Broadcast-multiply-sum: for these small matrices faster than bmm on CPU. Padded
-            # rows divide by 1, not by their zero sums, so no 0/0 enters the graph.
-            u = a / torch.where(mask_x, (kernel * v[:, None, :]).sum(2), 1.0).clamp_min(tiny)
-            v = b / torch.where(mask_y, (kernel * u[:, :, None]).sum(1), 1.0).clamp_min(tiny)
+            # Padded rows and columns sum to exactly 0 (their kernel entries are 0) and their
+            # marginal is 0: clamping the sum gives them 0 / tiny = 0, never 0 / 0.
+            u = a / (v[:, None, :] @ kernel_t)[:, 0, :].clamp_min(tiny)
+            v = b / (u[:, None, :] @ kernel)[:, 0, :].clamp_min(tiny)
         done += min(absorb_every, iters - done)
         # Padded entries keep their potential; `where` before `log` keeps log(0) (and its
         # infinite gradient) out of the graph.
         f = f + eps * torch.log(torch.where(mask_x, u, torch.ones_like(u)))
         g = g + eps * torch.log(torch.where(mask_y, v, torch.ones_like(v)))
+        if tol is not None and done < iters:
+            with torch.no_grad():
+                rows = (v[:, None, :] @ kernel_t)[:, 0, :] * u
+                if (rows - a).abs().sum(-1).max() <= tol:
+                    break
     plan = torch.exp((f[:, :, None] + g[:, None, :] - cost) / eps)
     return plan[0] if single else plan
 
