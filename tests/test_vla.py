@@ -379,6 +379,23 @@ def test_greedy_window_takes_the_mode_with_the_most_probability_nearby():
         tiny(greedy_window=5.0)
 
 
+def test_sampled_chunks_decodes_the_other_chunks_greedily():
+    """sampled_chunks is the share of chunks (rows of a batch, one chunk each) sampled at the
+    temperature; the rest are exactly the greedy chunk. 1 samples every chunk as before."""
+    o = obs(b=2)
+    o = {k: (v * 50 if k == "instruction" else v.repeat(50, 1, 1)) for k, v in o.items()}  # 100 rows
+    greedy, _ = tiny().sample_tokens(o, temperature=0)
+    as_greedy = lambda tokens: (tokens == greedy).flatten(1).all(1)  # noqa: E731
+    assert as_greedy(tiny(sampled_chunks=0.0).sample_tokens(o, torch.Generator().manual_seed(0))[0]).all()
+    every = tiny().sample_tokens(o, torch.Generator().manual_seed(0))[0]
+    assert not as_greedy(every).any()  # at temperature 1 a sampled chunk is never the greedy one here
+    assert torch.equal(every, tiny(sampled_chunks=1.0).sample_tokens(o, torch.Generator().manual_seed(0))[0])
+    share = as_greedy(tiny(sampled_chunks=0.3).sample_tokens(o, torch.Generator().manual_seed(0))[0]).float().mean()
+    assert 0.55 <= share <= 0.85  # ~70% greedy
+    with pytest.raises(RobalignError, match="sampled_chunks=1.5 \\(0 .. 1"):
+        tiny(sampled_chunks=1.5)
+
+
 def test_proprioception_choice_leaves_out_the_joints_or_every_absolute_position():
     """`pose` reads no arm joint (state 9:16), `hand` no joint and no gripper xyz (0:3); `all`
     reads both. Checked on the prefix tokens, which are all the state reaches."""

@@ -63,6 +63,10 @@ class VLAPolicyConfig:
                                    # std (in bins) around the demo's value (HL-Gauss), teaching that bins are ordered
                                    # (pick-place-lang, 100 seeds: 0 68%, 2 71%; with headings 76%, new demos 94%)
     temperature: float = 1.0       # sampling temperature at inference; 0 takes the most likely token
+    sampled_chunks: float = 1.0    # with temperature > 0, the share of chunks sampled at it, each chosen at random;
+                                   # the rest decoded greedily. < 1 explores around the greedy policy: alignment
+                                   # rollouts that follow it and branch off at a few chunks, so their pairs
+                                   # differ where greedy decoding decides (pick-place-lang: the carry height)
     greedy_window: float = 0.0     # at temperature 0, the bin with the most probability within a Gaussian window
                                    # of this std (bins) around it: a lift spread over 40 bins (speeds 0.7-1.0)
                                    # outweighs a wait piled in one bin; 0: the single most likely bin
@@ -85,6 +89,8 @@ class VLAPolicyConfig:
             problems.append(f"label_sigma={self.label_sigma} (0 .. n_bins / 4, in bins)")
         if not 0 <= self.greedy_window <= self.n_bins / 4:
             problems.append(f"greedy_window={self.greedy_window} (0 .. n_bins / 4, in bins)")
+        if not 0 <= self.sampled_chunks <= 1:
+            problems.append(f"sampled_chunks={self.sampled_chunks} (0 .. 1: the share of chunks sampled at temperature)")
         if self.temperature < 0:
             problems.append(f"temperature={self.temperature} (>= 0; 0 is greedy)")
         if self.d_model % self.n_heads:

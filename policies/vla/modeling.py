@@ -305,11 +305,16 @@ class VLAPolicy(Policy):
     def sample_tokens(self, obs: dict, generator: torch.Generator | None = None,
                       temperature: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Autoregressive sampling: tokens (B, K, A) and their log-probs (B, K, A) under
-        temperature 1 (the policy's own distribution, whatever temperature sampled them)."""
+        temperature 1 (the policy's own distribution, whatever temperature sampled them).
+        With sampled_chunks < 1 each row's chunk is sampled with that probability and
+        decoded greedily otherwise."""
         c = self.config
         temperature = c.temperature if temperature is None else temperature
         prefix = self.prefix(obs)
         B = len(prefix.tokens)
+        greedy_rows = None  # (B,) True where this chunk is decoded greedily
+        if temperature > 0 and c.sampled_chunks < 1:
+            greedy_rows = torch.rand(B, generator=generator, device=prefix.tokens.device) >= c.sampled_chunks
         caches: list[dict] = [{} for _ in self.blocks]
         logits = self.logits(prefix, prefix.tokens.new_empty(B, 0, dtype=torch.long), caches)[:, -1]
         tokens, logps = [], []
@@ -319,6 +324,8 @@ class VLAPolicy(Policy):
                 nxt = self.greedy_token(logits)
             else:
                 nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator)[:, 0]
+                if greedy_rows is not None:
+                    nxt = torch.where(greedy_rows, self.greedy_token(logits), nxt)
             logps.append(torch.log_softmax(logits, -1).gather(-1, nxt[:, None])[:, 0])
             tokens.append(nxt)
             if i + 1 < self.n_tokens:
