@@ -56,6 +56,24 @@ def test_sinkhorn_gradcheck():
     assert torch.autograd.gradcheck(lambda a, b: ot_step_costs(a, b, mx, None, eps=0.1, iters=30), (x, y))
 
 
+def test_sinkhorn_small_eps_in_float32_keeps_plans_and_gradients_finite():
+    """exp(-C / eps) underflows to 0 in float32 for eps 0.01 and costs above ~0.9: from zero
+    potentials whole rows of the kernel vanished and every gradient was NaN."""
+    gen = torch.Generator().manual_seed(4)
+    y = (torch.tensor([1.0, 0.0, 0.0]) + 0.3 * torch.randn(2, 5, 3, generator=gen)).requires_grad_()
+    x = torch.randn(2, 6, 3, generator=gen)
+    x[:, 0] = torch.tensor([-1.0, 0.1, 0.0])  # facing away from every y: costs near 2
+    x.requires_grad_()
+    mx = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    cost = cosine_cost(x, y)
+    assert (torch.exp(-cost.detach() / 0.01).sum(2) == 0).any()  # from zero potentials, a kernel row of zeros
+    plans = sinkhorn(cost, 0.01, 300, mx)
+    (plans * cost).sum().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(y.grad).all() and x.grad.abs().sum() > 0
+    exact = sinkhorn(cosine_cost(x.detach().double(), y.detach().double()), 0.01, 300, mx)
+    assert (plans.double() - exact).abs().max() < 1e-5
+
+
 def test_sinkhorn_tol_stops_at_the_first_absorption_within_it():
     gen = torch.Generator().manual_seed(3)
     cost = cosine_cost(torch.randn(3, 20, 4, generator=gen, dtype=torch.float64),
