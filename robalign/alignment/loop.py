@@ -489,8 +489,8 @@ def _plot(before: dict, after: dict | None, history: list[dict], path: Path) -> 
         bars = axes[1].bar(x + 0.2, [after["success_rate"], after["satisfied_share"] or 0.0], 0.4, label="after")
         axes[1].bar_label(bars, fmt="%.2f")
     axes[1].set_xticks(x, labels)
-    axes[1].set_ylim(0, 1)
-    axes[1].legend()
+    axes[1].set_ylim(0, 1.1)  # room above a bar near 1 for its label
+    axes[1].legend(loc="lower left")
     axes[1].set_title("held-out episodes")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
