@@ -67,9 +67,13 @@ class Objective:
         return value
 
     def satisfied(self, trajectory: Trajectory) -> bool:
+        return self.meets(self(trajectory))
+
+    def meets(self, value: float) -> bool:
+        """Whether a value this objective gave satisfies it (for values already computed)."""
         if self.threshold is None:
             raise RobalignError(f"objective {self.name!r} has no satisfaction threshold")
-        return self(trajectory) >= self.threshold
+        return value >= self.threshold
 
 
 def _registered(name: str, module: str) -> Objective:

@@ -236,9 +236,9 @@ def episode_metrics(records: list[dict], env_name: str) -> dict:
     for name in envs.objectives_for(env_name):
         values = [r["objectives"][name] for r in records]
         objectives[name] = float(np.mean(values))
-        threshold = envs.get_objective(name).threshold
-        if threshold is not None:
-            satisfied[name] = float(np.mean([v >= threshold for v in values]))  # Objective.satisfied
+        objective = envs.get_objective(name)
+        if objective.threshold is not None:
+            satisfied[name] = float(np.mean([objective.meets(v) for v in values]))
     counts: dict[str, int] = {m: 0 for m in envs.env_class(env_name).modes}
     for r in records:
         counts[r["mode"] or "unclassified"] = counts.get(r["mode"] or "unclassified", 0) + 1
