@@ -8,7 +8,9 @@ so a policy trained on this task's demos can be evaluated on wording it never sa
 
 `layout="dense"` lets cubes stand 6.5 cm apart instead of 9 (centre to centre), so the open
 fingers or the carried cube can touch a neighbour: where the `safety` objective has
-something to measure.
+something to measure. `layout="tight"` is dense with a neighbour always within 8 cm of the
+wanted cube: the layouts where contacts happen (at the grasp), to train `safety` on
+states that teach it rather than on the 9 in 10 dense layouts where nothing is near.
 
 Modes: `direct` (grasp, lift just clear of the bowl wall and the other cubes, carry, drop)
 and `lift-high` (lift ~20 cm, carry high, lower over the bowl, drop). Objectives:
@@ -35,6 +37,9 @@ CUBE_GAP = 0.09  # centre to centre; leaves the open fingers (~1 cm each side of
 # layout="dense": cubes may stand this close, so open fingers or a carried cube can touch a
 # neighbour (the greedy 94% vla: 0 of 100 episodes with a contact on the default layout).
 DENSE_CUBE_GAP = 0.065
+# layout="tight": the nearest other cube stands closer than this to the wanted one. The
+# greedy vla's contacts on the dense layout all came at the grasp, next to such a neighbour.
+TIGHT_NEIGHBOUR = 0.08
 BOWL_GAP = BOWL_OUTER + 0.05  # cube centre to bowl centre
 FINGER_REACH = 0.055  # open fingers' outer faces from the grip axis, along the finger axis
 # Cubes further than this (in xy) from the robot base at (-0.56, 0) leave the arm nearly
@@ -71,7 +76,7 @@ class PickPlaceLang(FrankaTaskEnv):
     default_max_steps = 200
     PARAPHRASES = PARAPHRASES
     HELD_OUT_PARAPHRASES = HELD_OUT_PARAPHRASES
-    LAYOUTS = ("default", "dense")
+    LAYOUTS = ("default", "dense", "tight")
 
     def build_objects(self):
         self.cubes = [
@@ -88,7 +93,7 @@ class PickPlaceLang(FrankaTaskEnv):
 
     def place_objects(self, rng):
         lo, hi = np.array([-0.15, -0.15]), np.array([0.2, 0.15])
-        gap = DENSE_CUBE_GAP if self.layout == "dense" else CUBE_GAP
+        gap = CUBE_GAP if self.layout == "default" else DENSE_CUBE_GAP
         while True:  # rejection sampling; a layout is found within a few tries
             bowl = rng.uniform([-0.07, -0.07], [0.12, 0.07])
             cubes: list[np.ndarray] = []
@@ -99,13 +104,20 @@ class PickPlaceLang(FrankaTaskEnv):
                     cubes.append(xy)
                     if len(cubes) == 3:
                         break
-            if len(cubes) == 3:
+            if len(cubes) < 3:
+                continue
+            if self.layout != "tight":
+                break
+            target = int(rng.integers(3))  # tight: keep the layout only if the target is crowded
+            if min(np.linalg.norm(cubes[target] - c) for i, c in enumerate(cubes) if i != target) < TIGHT_NEIGHBOUR:
                 break
         self.model.body_pos[self._bowl_body] = [*bowl, self.table_top_z + BOWL_HALF_HEIGHT]
         for cube, xy in zip(self.cubes, cubes):
             yaw = rng.uniform(-np.pi / 4, np.pi / 4)
             self.set_free_body(cube.joints[0], [*xy, self.table_top_z + CUBE_HALF], [np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)])
-        self.target = int(rng.integers(3))
+        # Drawn last on the other layouts (after the yaws), as before "tight" existed, so their
+        # seeds keep giving the same episodes.
+        self.target = target if self.layout == "tight" else int(rng.integers(3))
         self.target_colour = list(COLOURS)[self.target]
 
     def make_instruction(self, rng):
