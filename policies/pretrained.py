@@ -141,6 +141,8 @@ class Policy(nn.Module):
     config_class: ClassVar[type]
     # pretrain's train.episode_start_share when the run leaves it null (policies/training.py)
     episode_start_share: ClassVar[float] = 0.0
+    # sample_chunk takes temperature= (token policies): alignment's explore_chunks needs it
+    samples_at_temperature: ClassVar[bool] = False
 
     @classmethod
     def saved_config(cls, raw: dict) -> dict:
@@ -234,7 +236,8 @@ class Policy(nn.Module):
 
     def sample_chunk(self, obs: dict, generator: torch.Generator | None = None, stochastic: bool = False) -> ChunkSample:
         """A chunk as `predict_action_chunk` would act it, with the sample alignment re-scores;
-        `stochastic` asks diffusion policies for a denoising chain with per-step log-probs (DPPO)."""
+        `stochastic` asks diffusion policies for a denoising chain with per-step log-probs (DPPO);
+        `temperature=` overrides the config's where `samples_at_temperature`."""
         raise NotImplementedError(f"the {self.name} policy cannot be aligned: it has no sample_chunk")
 
     def actor(self, seed: int | None = None) -> "ChunkActor":

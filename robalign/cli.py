@@ -398,7 +398,8 @@ def run_align(cfg: DictConfig) -> dict:
     if cfg.resume and not cfg.output_dir:
         raise RobalignError("resume=true needs output_dir=PATH: the alignment run to continue")
     method = config_from_dict(MethodConfig, OmegaConf.to_container(cfg.method), "method")
-    acfg = AlignConfig(**{k: cfg[k] for k in ("rounds", "states", "rollouts", "top_m", "margin", "pairs", "seed",
+    acfg = AlignConfig(**{k: cfg[k] for k in ("rounds", "states", "rollouts", "top_m", "margin", "explore_chunks",
+                                                "explore_temperature", "pairs", "seed",
                                                 "eval_episodes", "eval_seed", "launcher", "num_envs", "max_steps",
                                                 "threshold")}, distractors=cfg.env.distractors,
                        layout=cfg.env.layout)

@@ -475,7 +475,11 @@ def test_policy_config_changes_the_policy_the_loop_rolls_out_and_saves(pretraine
     with pytest.raises(RobalignError, match="policy_config \\(n_action_steps\\) is not passed to best-of-n"):
         main(["align", "method=best-of-n", f"policy={pretrained / 'pt' / 'policy'}", "scorer=objective",
               "objective=clearance", "policy_config.n_action_steps=2", f"output_dir={tmp_path / 'bon'}"])
+    with pytest.raises(RobalignError, match="explore_chunks=2 .*needs a token policy \\(vla\\).*not diffusion with "
+                                            "diffusion-dpo; set explore_chunks=0"):
+        main(align_args(pretrained, tmp_path / "explore", "method=diffusion-dpo", "explore_chunks=2"))
     assert not (tmp_path / "typo").exists() and not (tmp_path / "bon").exists()
+    assert not (tmp_path / "explore").exists()
 
 
 FAIL_FROM_SEED = 50002  # round 1's first training state (rounds of 2 states from 50000)
@@ -529,6 +533,10 @@ def test_align_refuses_bad_settings(tmp_path):
               "objective=clearance"])
     with pytest.raises(RobalignError, match="unknown pairs setting 'winners'; valid choices: all, successful"):
         main(["align", "policy=x", "scorer=objective", "objective=clearance", "pairs=winners"])
+    with pytest.raises(RobalignError, match="explore_temperature=0.0; allowed: > 0"):
+        main(["align", "policy=x", "scorer=objective", "objective=clearance", "explore_temperature=0.0"])
+    with pytest.raises(RobalignError, match="explore_chunks >= 0"):
+        main(["align", "policy=x", "scorer=objective", "objective=clearance", "explore_chunks=-1"])
     with pytest.raises(RobalignError, match="unknown setting 'round'"):
         main(["align", "round=3"])
     with pytest.raises(RobalignError, match="unknown reach-around layout 'dense'; valid choices: default"):
@@ -580,6 +588,29 @@ def test_tpo_scores_only_the_steps_that_ran():
         first = float(aligner._executed_log_prob(policy, r.chunks)[0])
     assert full == pytest.approx(float(r.chunks[0].log_probs.sum()), abs=1e-4)
     assert first == pytest.approx(float(r.chunks[0].log_probs[:1].sum()), abs=1e-4) and first != full
+
+
+def test_explore_chunks_samples_only_the_first_chunks_at_their_temperature():
+    """A greedy policy's rollout actor with explore (2, 5.0): its first two chunks are sampled
+    at 5.0 (not the greedy chunk), every later one is exactly greedy; the recorded log-probs
+    stay the policy's own (temperature 1), which is what tpo re-scores."""
+    from robalign.alignment.rollouts import RecordingActor
+
+    policy = vla()
+    policy.config.temperature = 0.0
+    window = sampled_rollout(policy, 0, 1, chunks=1).chunks[0].obs
+    window = {k: ([v] if isinstance(v, str) else v[None]) for k, v in window.items()}
+    greedy = policy.sample_chunk(window).sample[0]
+    actor = RecordingActor(policy, seed=0, explore=(2, 5.0))
+    for _ in range(5):
+        actor.plan(window)
+    same = [torch.equal(c.sample, greedy) for c in actor.chunks]
+    assert same == [False, False, True, True, True]
+    logp = policy.token_log_probs(window, actor.chunks[0].sample[None])  # (1, K, A) under temperature 1
+    assert torch.allclose(actor.chunks[0].log_probs, logp[0], atol=1e-5)
+    plain = RecordingActor(policy, seed=0)
+    plain.plan(window)
+    assert torch.equal(plain.chunks[0].sample, greedy)
 
 
 def test_training_states_never_reach_the_held_out_seeds():

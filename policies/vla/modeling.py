@@ -71,6 +71,7 @@ class VLAPolicy(Policy):
     # pick-place-lang demos, a vla ignored the colour word (first move to the named cube 32%,
     # chance); at 0.5 it heads there 78% of the time by step 3000 (README, Figures)
     episode_start_share = 0.5
+    samples_at_temperature = True
 
     @classmethod
     def saved_config(cls, raw: dict) -> dict:
@@ -349,10 +350,11 @@ class VLAPolicy(Policy):
         inside = window(torch.ones_like(logits[:1]))
         return (window(torch.softmax(logits, -1)) / inside).argmax(-1)
 
-    def sample_chunk(self, obs, generator=None, stochastic: bool = False) -> ChunkSample:
+    def sample_chunk(self, obs, generator=None, stochastic: bool = False, temperature: float | None = None) -> ChunkSample:
         """The sampled chunk at its bin centres (B, K, A) with each token's log-prob; the
-        first n_action_steps are executed (token sampling is stochastic already)."""
-        tokens, logps = self.sample_tokens(obs, generator)
+        first n_action_steps are executed (token sampling is stochastic already).
+        `temperature`: this chunk's, instead of the config's."""
+        tokens, logps = self.sample_tokens(obs, generator, temperature)
         full = self.detokenize(tokens)
         return ChunkSample(full[:, :self.config.n_action_steps], full, None, logps)
 

@@ -44,11 +44,13 @@ class Rollout:
 
 
 class RecordingActor(ChunkActor):
-    """A ChunkActor that keeps each chunk it samples (see `Chunk`)."""
+    """A ChunkActor that keeps each chunk it samples (see `Chunk`); `explore` (n, temperature)
+    samples its first n chunks at that temperature (policies with `samples_at_temperature`)."""
 
-    def __init__(self, policy, seed: int, sampling: dict | None = None):
+    def __init__(self, policy, seed: int, sampling: dict | None = None, explore: tuple[int, float] = (0, 1.0)):
         super().__init__(policy, seed)
         self.sampling, self.chunks, self.steps = dict(sampling or {}), [], 0
+        self.explore_chunks, self.explore_temperature = explore
 
     def act(self, obs):
         action = super().act(obs)
@@ -56,7 +58,8 @@ class RecordingActor(ChunkActor):
         return action
 
     def plan(self, window):
-        out = self.policy.sample_chunk(window, generator=self.generator, **self.sampling)
+        early = {"temperature": self.explore_temperature} if len(self.chunks) < self.explore_chunks else {}
+        out = self.policy.sample_chunk(window, generator=self.generator, **self.sampling, **early)
         obs = {k: (v[0] if isinstance(v, list) else v[0].cpu()) for k, v in window.items()}
         self.chunks.append(Chunk(obs, out.sample[0].cpu(), self.steps,
                                  None if out.chain is None else out.chain[0].cpu(),
@@ -70,15 +73,17 @@ def noise_seed(*parts: int) -> int:
 
 
 def collect(policy, env_name: str, env_seeds: list[int], noise_seeds: list[int], states: list[int], options: dict,
-            launcher: str = "vector", num_envs: int = 2, sampling: dict | None = None, progress=None) -> list[Rollout]:
+            launcher: str = "vector", num_envs: int = 2, sampling: dict | None = None, progress=None,
+            explore: tuple[int, float] = (0, 1.0)) -> list[Rollout]:
     """One episode per (env seed, noise seed) with a RecordingActor each; `states` labels
-    each episode's initial state; `sampling` goes to `policy.sample_chunk` (e.g. stochastic=True)."""
+    each episode's initial state; `sampling` goes to `policy.sample_chunk` (e.g. stochastic=True);
+    `explore` to the actors."""
     from robalign.policies.evaluation import run_serial, run_vector
 
     actors: dict[int, RecordingActor] = {}
 
     def make_actor(i: int, seed: int) -> RecordingActor:
-        actors[i] = RecordingActor(policy, noise_seeds[i], sampling)
+        actors[i] = RecordingActor(policy, noise_seeds[i], sampling, explore)
         return actors[i]
 
     if launcher == "serial" or num_envs == 1:
