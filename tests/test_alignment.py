@@ -620,7 +620,7 @@ def test_training_states_never_reach_the_held_out_seeds():
         AlignConfig(seed=50)
     with pytest.raises(RobalignError, match="rounds x states <= 1000"):
         AlignConfig(rounds=200, states=8)
-    with pytest.raises(RobalignError, match="seed, eval_seed >= 0"):
+    with pytest.raises(RobalignError, match="seed, eval_seed, explore_chunks >= 0"):
         AlignConfig(seed=-1)
     cfg = AlignConfig(rounds=4, states=8, seed=3)
     seeds = {cfg.train_seed(r, i) for r in range(4) for i in range(8)}
