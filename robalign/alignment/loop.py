@@ -78,7 +78,7 @@ class AlignConfig:
     launcher: str = "vector"     # serial | vector (gymnasium AsyncVectorEnv)
     num_envs: int = 2            # parallel envs with launcher=vector
     distractors: bool = False    # random colours, distractor objects and camera jitter
-    layout: str = "default"      # the task's scene layout for every episode (pick-place-lang: default | dense)
+    layout: str = "default"      # the task's scene layout for every episode (pick-place-lang: default | dense | tight)
     max_steps: int | None = None  # episode length limit; null: the task's default
     threshold: float | None = None  # objective value that counts as satisfied; null: the objective's own
 
