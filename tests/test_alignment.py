@@ -613,6 +613,19 @@ def test_explore_chunks_samples_only_the_first_chunks_at_their_temperature():
     assert torch.equal(plain.chunks[0].sample, greedy)
 
 
+def test_windows_start_at_random_or_at_the_first_chunk():
+    chunks = list(range(10))  # stand-ins: _window only slices the list
+    g = torch.Generator().manual_seed(0)
+    first = make_aligner(MethodConfig("tpo", window=3, window_at="start"))
+    assert all(first._window(chunks, g) == [0, 1, 2] for _ in range(5))
+    anywhere = make_aligner(MethodConfig("tpo", window=3))
+    starts = {anywhere._window(chunks, g)[0] for _ in range(50)}
+    assert len(starts) > 3 and max(starts) <= 7
+    assert make_aligner(MethodConfig("tpo", window=0, window_at="start"))._window(chunks, g) == chunks
+    with pytest.raises(RobalignError, match="method.window_at='end'.*window_at: random or start"):
+        MethodConfig("tpo", window_at="end")
+
+
 def test_training_states_never_reach_the_held_out_seeds():
     from robalign.alignment import AlignConfig
 

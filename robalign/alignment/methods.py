@@ -47,6 +47,8 @@ class MethodConfig:
     batch: int = 8                # pairs (preference methods) or chunks x 8 (dppo) per gradient step
     beta: float = 0.1             # preference temperature: scales the log-ratio difference
     window: int = 0               # chunks per trajectory per step (0: the whole trajectory)
+    window_at: str = "random"     # where a window starts: random, or start (the first chunks, where the
+                                  # align setting explore_chunks puts an early choice; the pair then compares it alone)
     # sum: a trajectory's log-ratio is the sum over its chunks (GRAPE); mean: their mean, so a
     # longer trajectory's log-ratio is not larger for its length alone (with `efficiency` the
     # loser is always the longer one, and a policy that grows surer of every step then moves
@@ -77,13 +79,14 @@ class MethodConfig:
                   "min_std": self.min_std > 0, "n": isinstance(self.n, int) and self.n >= 2,
                   "lookahead": isinstance(self.lookahead, int) and self.lookahead >= 0,
                   "unfinished": self.unfinished in ("prefix", "whole"), "reduce": self.reduce in ("sum", "mean"),
+                  "window_at": self.window_at in ("random", "start"),
                   "successful_only": isinstance(self.successful_only, bool)}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise RobalignError(f"bad alignment setting method.{bad[0]}={getattr(self, bad[0])!r}; allowed: lr, beta, "
                                 f"grad_clip, min_std > 0; window, anchor_weight, kl_coef >= 0; updates, batch, "
                                 f"ft_denoising_steps >= 1; 0 < clip_ratio < 1; 0 < gamma, eta <= 1; n: an int >= 2; lookahead: an int >= 0; "
-                                f"unfinished: prefix or whole; reduce: sum or mean")
+                                f"unfinished: prefix or whole; reduce: sum or mean; window_at: random or start")
 
 
 class Aligner:
@@ -178,6 +181,8 @@ class PreferenceAligner(Aligner):
         W = self.cfg.window
         if W == 0 or len(chunks) <= W:
             return chunks
+        if self.cfg.window_at == "start":
+            return chunks[:W]
         start = int(torch.randint(len(chunks) - W + 1, (1,), generator=generator))
         return chunks[start:start + W]
 
