@@ -93,6 +93,21 @@ def test_sinkhorn_tol_stops_at_the_first_absorption_within_it():
     assert torch.autograd.gradcheck(lambda a, b: sinkhorn(cosine_cost(a, b), 0.1, 500, tol=1e-6), (x, y))
 
 
+def test_sinkhorn_scaling_and_absorbing_solvers_agree():
+    """At eps 0.01 a float32 kernel exp(-C / eps) could underflow (C / eps past 40% of
+    float32's exponent range), so float32 takes the absorbing solver; float64's range holds
+    it, so the same problem in float64 takes the one-kernel scaling solver."""
+    gen = torch.Generator().manual_seed(5)
+    cost = cosine_cost(torch.randn(2, 6, 3, generator=gen, dtype=torch.float64),
+                       torch.randn(2, 5, 3, generator=gen, dtype=torch.float64))
+    mx = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    bound32, bound64 = (0.4 * -np.log(torch.finfo(d).tiny) for d in (torch.float32, torch.float64))
+    assert bound64 > float(cost.max()) / 0.01 > bound32
+    absorbed, scaled = sinkhorn(cost.float(), 0.01, 2000, mx), sinkhorn(cost, 0.01, 2000, mx)
+    assert (absorbed.double() - scaled).abs().max() < 1e-5
+    assert scaled[1, 4:].abs().sum() == 0 and abs(float(scaled[1].sum()) - 1) < 1e-9
+
+
 def test_sinkhorn_rejects_bad_settings():
     with pytest.raises(RobalignError, match="eps must be > 0"):
         sinkhorn(torch.zeros(3, 3), eps=0)
@@ -100,6 +115,8 @@ def test_sinkhorn_rejects_bad_settings():
         sinkhorn(torch.zeros(3, 3), iters=0)
     with pytest.raises(RobalignError, match="tol must be > 0 or None"):
         sinkhorn(torch.zeros(3, 3), tol=0.0)
+    with pytest.raises(RobalignError, match=r"at least one real frame; mask_y has none in batch entries \[1\]"):
+        sinkhorn(torch.zeros(2, 3, 3), mask_y=torch.tensor([[True] * 3, [False] * 3]))
 
 
 # ---- encoders ------------------------------------------------------------------------------

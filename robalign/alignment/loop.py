@@ -38,7 +38,7 @@ from robalign.errors import RobalignError, UnknownNameError
 
 from . import drift
 from .methods import MethodConfig, make_aligner
-from .rollouts import Chunk, Rollout, collect, noise_seed, preference_pairs
+from .rollouts import NO_EXPLORE, Chunk, Rollout, collect, noise_seed, preference_pairs
 from .scorers import ObjectiveScorer, Scorer, ScoringError
 
 TRAIN_SEED_BASE = 50000  # training states: apart from demos (0, 1, ...) and evaluation (100000 + i)
@@ -272,7 +272,7 @@ def _round(r, policy, policy_dir, reference, aligner, scorer, truth, threshold, 
 
 
 def _collect(policy, env_name, env_seeds, noise, states, options, cfg, sampling, desc, progress,
-             explore=(0, 1.0)) -> list[Rollout]:
+             explore=NO_EXPLORE) -> list[Rollout]:
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(env_seeds), desc=desc, unit="ep", disable=not progress, leave=False)

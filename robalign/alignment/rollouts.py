@@ -43,11 +43,16 @@ class Rollout:
     step_rewards: np.ndarray | None = None  # (T,) per-step rewards (dppo)
 
 
+# `explore` as (chunks, temperature): no chunk sampled at a changed temperature. The default
+# wherever rollouts are collected; the rounds pass AlignConfig's explore_* instead.
+NO_EXPLORE: tuple[int, float] = (0, 1.0)
+
+
 class RecordingActor(ChunkActor):
     """A ChunkActor that keeps each chunk it samples (see `Chunk`); `explore` (n, temperature)
     samples its first n chunks at that temperature (policies with `samples_at_temperature`)."""
 
-    def __init__(self, policy, seed: int, sampling: dict | None = None, explore: tuple[int, float] = (0, 1.0)):
+    def __init__(self, policy, seed: int, sampling: dict | None = None, explore: tuple[int, float] = NO_EXPLORE):
         super().__init__(policy, seed)
         self.sampling, self.chunks, self.steps = dict(sampling or {}), [], 0
         self.explore_chunks, self.explore_temperature = explore
@@ -74,7 +79,7 @@ def noise_seed(*parts: int) -> int:
 
 def collect(policy, env_name: str, env_seeds: list[int], noise_seeds: list[int], states: list[int], options: dict,
             launcher: str = "vector", num_envs: int = 2, sampling: dict | None = None, progress=None,
-            explore: tuple[int, float] = (0, 1.0)) -> list[Rollout]:
+            explore: tuple[int, float] = NO_EXPLORE) -> list[Rollout]:
     """One episode per (env seed, noise seed) with a RecordingActor each; `states` labels
     each episode's initial state; `sampling` goes to `policy.sample_chunk` (e.g. stochastic=True);
     `explore` to the actors."""
