@@ -59,8 +59,9 @@ def sinkhorn(cost: torch.Tensor, eps: float = 0.1, iters: int = 100, mask_x: tor
         mask_x, mask_y: (B, N) and (B, M) bool, True for real frames; default all real.
         absorb_every: iterations between absorptions (1: the plain log-domain algorithm), and
             between checks of `tol`.
-        tol: stop at an absorption once every pair's row marginals are within tol of the
-            uniform ones (L1; the columns are exact after each iteration), as POT's stopThr;
+        tol: stop at a check (every `absorb_every` iterations) once every pair's row
+            marginals are within tol of the uniform ones (L1; the columns are exact after
+            each iteration), as POT's stopThr;
             None: always run `iters`. Gradients flow through the iterations run either way.
     Returns:
         plans (B, N, M) (or (N, M)): rows sum to 1/N_valid, columns to 1/M_valid.
@@ -85,15 +86,15 @@ def sinkhorn(cost: torch.Tensor, eps: float = 0.1, iters: int = 100, mask_x: tor
             raise RobalignError(f"sinkhorn: every sequence needs at least one real frame; {name} has none "
                                 f"in batch entries {empty}")
     a, b = _marginal(mask_x, cost.dtype), _marginal(mask_y, cost.dtype)
-    # Padded frames get potential NO_MASS * eps, so their kernel entries are exactly 0.
     tiny = torch.finfo(cost.dtype).tiny
-    no_mass = torch.tensor(NO_MASS * eps, dtype=cost.dtype, device=cost.device)
-    g = torch.where(mask_y, 0.0, no_mass)
     if float(cost.detach().amax()) / eps <= 0.4 * -math.log(tiny):
         # exp(-C / eps) stays far above underflow (float32: C / eps <= 35, so cosine costs
         # with eps >= 0.06): no absorption is needed, so the kernel is built once.
         plan = _scaling_sinkhorn(cost, eps, iters, a, b, mask_x, mask_y, absorb_every, tol)
         return plan[0] if single else plan
+    # Padded frames get potential NO_MASS * eps, so their kernel entries are exactly 0.
+    no_mass = torch.tensor(NO_MASS * eps, dtype=cost.dtype, device=cost.device)
+    g = torch.where(mask_y, 0.0, no_mass)
     # Otherwise the first iteration runs in the log domain: from zero potentials the
     # kernel would underflow to whole rows of 0 (float32, eps 0.01, costs above ~0.9),
     # and the scalings and gradients after it overflowed. After it every row and
@@ -135,8 +136,7 @@ def _scaling_sinkhorn(cost, eps, iters, a, b, mask_x, mask_y, check_every, tol) 
     The scalings u, v converge to exp(f / eps), exp(g / eps) of the optimal potentials,
     which such a kernel keeps within range, so the absorptions (each a fresh exp() over
     the whole batch) are not needed. `tol` is checked every `check_every` iterations, as
-    the absorbing solver does. Returns
-    (B, N, M) plans u K v.
+    the absorbing solver does. Returns (B, N, M) plans u K v.
 
     Every product is a (B, 1, K) row vector times a matrix (on CPU ~2.5x faster batched
     than matrix times column vector, so the transposed kernel is kept too), and the loop
