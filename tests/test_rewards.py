@@ -74,7 +74,7 @@ def test_sinkhorn_small_eps_in_float32_keeps_plans_and_gradients_finite():
     assert (plans.double() - exact).abs().max() < 1e-5
 
 
-def test_sinkhorn_tol_stops_at_the_first_absorption_within_it():
+def test_sinkhorn_tol_stops_at_the_first_check_within_it():
     gen = torch.Generator().manual_seed(3)
     cost = cosine_cost(torch.randn(3, 20, 4, generator=gen, dtype=torch.float64),
                        torch.randn(3, 15, 4, generator=gen, dtype=torch.float64))

@@ -92,13 +92,13 @@ def sinkhorn(cost: torch.Tensor, eps: float = 0.1, iters: int = 100, mask_x: tor
         # with eps >= 0.06): no absorption is needed, so the kernel is built once.
         plan = _scaling_sinkhorn(cost, eps, iters, a, b, mask_x, mask_y, absorb_every, tol)
         return plan[0] if single else plan
-    # Padded frames get potential NO_MASS * eps, so their kernel entries are exactly 0.
-    no_mass = torch.tensor(NO_MASS * eps, dtype=cost.dtype, device=cost.device)
-    g = torch.where(mask_y, 0.0, no_mass)
     # Otherwise the first iteration runs in the log domain: from zero potentials the
     # kernel would underflow to whole rows of 0 (float32, eps 0.01, costs above ~0.9),
     # and the scalings and gradients after it overflowed. After it every row and
-    # column of the kernel has mass.
+    # column of the kernel has mass. Padded frames get potential NO_MASS * eps, so their
+    # kernel entries are exactly 0.
+    no_mass = torch.tensor(NO_MASS * eps, dtype=cost.dtype, device=cost.device)
+    g = torch.where(mask_y, 0.0, no_mass)
     f = torch.where(mask_x, eps * (torch.log(a.clamp_min(tiny)) - torch.logsumexp((g[:, None, :] - cost) / eps, 2)),
                     no_mass)
     g = torch.where(mask_y, eps * (torch.log(b.clamp_min(tiny)) - torch.logsumexp((f[:, :, None] - cost) / eps, 1)),
