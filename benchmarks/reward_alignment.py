@@ -104,6 +104,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: two benchmarks share 2 cores)")
     parser.add_argument("--frame-size", type=int, default=96, help="the pool's agentview side, pixels")
     parser.add_argument("--image-size", type=int, default=96, help="frames are resized to this for the encoder")
+    parser.add_argument("--encoder", default="efficientnet-lite0", help="backbone (robalign.rewards.encoders)")
+    parser.add_argument("--encoder-weights", default=None, help="its weights file (scene-cnn: required)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -116,7 +118,8 @@ def main() -> None:
     base = fit_to_backbone(RewardConfig(method="rapl", objective=objective_name, env=args.env,
                                         relative=bool(args.relative), hidden_dim=args.hidden, embed_dim=args.embed,
                                         features=args.features, anchor=args.anchor, image_size=args.image_size,
-                                        keypoints=args.keypoints))
+                                        keypoints=args.keypoints, encoder=args.encoder,
+                                        encoder_weights=args.encoder_weights))
     start = time.perf_counter()
     feats = compute_features(make_reward(base), trajs, cache_dir=HERE / ".cache" / "reward-features", progress=True)
     print(f"features: {len(feats)} videos in {time.perf_counter() - start:.0f} s")
@@ -172,7 +175,8 @@ def main() -> None:
     out = HERE / ".cache" / "reward-results"
     out.mkdir(parents=True, exist_ok=True)
     head = "".join(f"-{tag}{v}" for tag, v in (("kp", args.keypoints), ("h", args.hidden), ("aug", args.augment)) if v)
-    stem = f"{args.env}-{scene}-{args.features}{head}-{args.anchor}-{args.frame_size}px-in{args.image_size}-{robot_meshes()}"
+    encoder = "" if args.encoder == "efficientnet-lite0" else f"{args.encoder}-"
+    stem = f"{encoder}{args.env}-{scene}-{args.features}{head}-{args.anchor}-{args.frame_size}px-in{args.image_size}-{robot_meshes()}"
     (out / f"{stem}.json").write_text(json.dumps({m: {str(n): r for n, r in v.items()} for m, v in results.items()},
                                                  indent=1))
     curves = {m: {n: [r["spearman_traj"] for r in v[n]] for n in v} for m, v in results.items()}

@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=160)
     parser.add_argument("--frame-size", type=int, default=96, help="the pool's agentview side, pixels")
     parser.add_argument("--image-size", type=int, default=96, help="frames are resized to this for the encoder")
+    parser.add_argument("--encoder", default="efficientnet-lite0", help="backbone (robalign.rewards.encoders)")
+    parser.add_argument("--encoder-weights", default=None, help="its weights file (scene-cnn: required)")
     args = parser.parse_args()
 
     objective = get_objective(TASKS[args.env])
@@ -46,7 +48,8 @@ def main() -> None:
           f"true {objective.name}, Spearman rho on {len(held)} held out\n")
     print("| features | summary | held-out rho | ridge alpha | its cross-validated rho |\n|---|---|---|---|---|")
     for kind in args.features:
-        cfg = fit_to_backbone(RewardConfig(method="rlhf", features=kind, image_size=args.image_size))
+        cfg = fit_to_backbone(RewardConfig(method="rlhf", features=kind, image_size=args.image_size,
+                                               encoder=args.encoder, encoder_weights=args.encoder_weights))
         feats = compute_features(make_reward(cfg), trajs, cache_dir=HERE / ".cache" / "reward-features",
                                  progress=False)
         for relative in (True, False):

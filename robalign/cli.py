@@ -328,6 +328,24 @@ def run_reward_eval(cfg: DictConfig) -> dict:
     return metrics
 
 
+def run_reward_encoder(cfg: DictConfig) -> dict:
+    """Pretrain a scene-cnn encoder on demo frames, for rewards that must see geometry."""
+    from robalign.data.outputs import default_output_dir
+    from robalign.rewards.scene_encoder import pretrain_encoder_run
+
+    demos = cfg.demos
+    demos = [] if demos is None else [demos] if isinstance(demos, str) else list(demos)
+    out = cfg.output_dir or default_output_dir("reward-encoder")
+    summary = pretrain_encoder_run(demos, out, epochs=cfg.epochs, lr=cfg.lr, batch=cfg.batch,
+                                   frame_stride=cfg.frame_stride, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                                   progress=cfg.progress, config_text=OmegaConf.to_yaml(cfg, resolve=True))
+    worst = max(summary["held_out_rmse"], key=lambda n: summary["held_out_rmse"][n] / summary["spread"][n])
+    print(f"wrote {out}/encoder.safetensors: {summary['frames']} frames of {summary['episodes']} episodes; "
+          f"held-out error, the worst relative to its spread: {worst} {summary['held_out_rmse'][worst]:.3g} "
+          f"(spread {summary['spread'][worst]:.3g}); all in encoder.json and errors.png")
+    return summary
+
+
 def run_pretrain(cfg: DictConfig) -> Path:
     """Imitation-pretrain a policy (diffusion, ...) on demonstrations."""
     import torch
@@ -455,7 +473,7 @@ VERBS: dict[str, Callable[[DictConfig], object]] = {
     "demos": run_demos, "envs": run_envs, "rollouts": run_rollouts,
     "prefs serve": run_prefs_serve, "prefs annotator": run_prefs_annotator, "prefs queries": run_prefs_queries,
     "prefs simulate": run_prefs_simulate, "prefs export": run_prefs_export, "prefs import": run_prefs_import,
-    "reward": run_reward, "reward eval": run_reward_eval, "pretrain": run_pretrain, "eval": run_eval,
+    "reward": run_reward, "reward eval": run_reward_eval, "reward encoder": run_reward_encoder, "pretrain": run_pretrain, "eval": run_eval,
     "align": run_align, "pipeline": run_pipeline, "deploy": run_deploy, "robot serve": run_robot_serve,
 }
 GROUPS = {verb.split()[0] for verb in VERBS if " " in verb}  # two-word verbs: `robalign prefs serve`

@@ -7,6 +7,7 @@ import pytest
 
 from robalign.annotators import SimulatedAnnotator
 from robalign.cli import main
+from robalign.errors import RobalignError
 from robalign.preferences import PreferenceStore
 
 
@@ -125,6 +126,28 @@ def test_ot_reward_against_a_demos_dataset(answered_store, tmp_path, capsys):
     assert main(["reward", "method=rapl", f"prefs={answered_store}", f"demos={tmp_path}",
                  f"output_dir={tmp_path / 'x'}", *SMALL]) == 2
     assert "is not a LeRobotDataset" in capsys.readouterr().err
+
+
+def test_rapl_on_a_scene_cnn_encoder(answered_store, tmp_path):
+    """A reward trained on a pretrained scene-cnn reads its 128 features, and records which weights."""
+    from safetensors.torch import save_file
+
+    from robalign.rewards import load_reward
+    from robalign.rewards.scene_encoder import pretrain_scene_encoder
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, size=(64, 32, 32, 3), dtype=np.uint8)
+    net = pretrain_scene_encoder(frames, frames.mean((1, 2)).astype(np.float32), epochs=1, batch=32, progress=False)
+    weights, out = tmp_path / "scene.safetensors", tmp_path / "reward"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, weights)
+    assert main(["reward", "method=rapl", "encoder=scene-cnn", f"encoder_weights={weights}", f"prefs={answered_store}",
+                 f"output_dir={out}", *SMALL]) == 0
+    reward = load_reward(out)
+    assert reward.cfg.encoder == "scene-cnn" and reward.cfg.feature_dim == 128
+    assert len(reward.demos) == 5 and reward.demos[0].shape[1] == 128
+    save_file({k: (v + 1).contiguous() for k, v in net.state_dict().items()}, weights)  # other weights, same path
+    with pytest.raises(RobalignError, match="sha256"):
+        load_reward(out).backbone
 
 
 def _store_of_looks(root, make_trajectory, looks):

@@ -186,5 +186,37 @@ def resnet18(weights: str | None = None) -> Backbone:
     return ResNetBackbone("resnet18", net, 512, sha)
 
 
+class SceneBackbone(Backbone):
+    """robalign's own SceneCNN (scene_encoder.py): pooled features only, as its features
+    are already positions read off the image, not a map."""
+
+    mean_std = TF_LITE_MEAN_STD  # the [-1, 1] range it was pretrained on
+
+    def feature_map(self, x):
+        return self.net(x)[:, :, None, None]
+
+    def middle_map(self, x):
+        raise RobalignError("encoder scene-cnn gives features=pooled only (its features are positions, not a map)")
+
+    fine_map = middle_map
+
+
+@BACKBONES.register("scene-cnn")
+def scene_cnn(weights: str | None = None) -> Backbone:
+    """A SceneCNN pretrained on a task's episodes (`robalign reward pretrain-encoder`); weights=PATH required."""
+    from robalign.rewards.scene_encoder import FEATURES, SceneCNN
+
+    if weights is None:
+        raise RobalignError("encoder scene-cnn needs encoder_weights=PATH: a .safetensors file written by "
+                            "`robalign reward pretrain-encoder`")
+    state, sha = load_state_dict_file(weights)
+    if "readout.weight" not in state:
+        raise RobalignError(f"{weights!r} is not a scene-cnn weights file (no readout.weight); "
+                            f"make one with `robalign reward pretrain-encoder`")
+    net = SceneCNN(int(state["readout.weight"].shape[0]))
+    load_strict(net, state, "scene-cnn")
+    return SceneBackbone("scene-cnn", net, FEATURES, sha)
+
+
 def make_backbone(name: str, weights: str | None = None) -> Backbone:
     return BACKBONES.get(name)(weights)

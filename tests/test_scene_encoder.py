@@ -1,0 +1,90 @@
+"""The scene-cnn encoder: it learns where things are, loads as a reward backbone, and
+`robalign reward encoder` pretrains it on a real demos dataset."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from robalign.cli import main
+from robalign.errors import RobalignError
+from robalign.rewards.encoders import make_backbone
+from robalign.rewards.scene_encoder import pretrain_scene_encoder, scene_encoder_error
+
+
+def blob_frames(n: int, seed: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """n frames of a grey scene with one white 4 px square at a random place; targets its (x, y)."""
+    rng = np.random.default_rng(seed)
+    frames = np.full((n, size, size, 3), 90, np.uint8)
+    xy = rng.integers(0, size - 4, size=(n, 2))
+    for f, (x, y) in zip(frames, xy):
+        f[y:y + 4, x:x + 4] = 255
+    return frames, xy.astype(np.float32)
+
+
+def test_pretraining_learns_where_the_blob_is():
+    frames, xy = blob_frames(768, seed=0)
+    val_frames, val_xy = blob_frames(128, seed=1)
+    torch.set_num_threads(2)
+    net = pretrain_scene_encoder(frames, xy, epochs=4, batch=64, lr=3e-3, shift=0, progress=False)
+    error = scene_encoder_error(net, val_frames, val_xy)
+    # guessing the mean errs by the spread (~8 px); a net that reads the place does far better
+    assert (error < 0.35 * val_xy.std(0)).all(), (error, val_xy.std(0))
+
+
+def test_pretraining_refuses_bad_input():
+    frames, xy = blob_frames(16, seed=0)
+    with pytest.raises(RobalignError, match="do not vary"):
+        pretrain_scene_encoder(frames, np.concatenate([xy, np.ones((16, 1), np.float32)], 1), progress=False)
+    with pytest.raises(RobalignError, match=r"\(M, K\) with M = 16"):
+        pretrain_scene_encoder(frames, xy[:8], progress=False)
+    with pytest.raises(RobalignError, match="uint8"):
+        pretrain_scene_encoder(frames.astype(np.float32), xy, progress=False)
+
+
+def test_scene_cnn_backbone_loads_its_weights_and_refuses_others(tmp_path):
+    from safetensors.torch import save_file
+
+    frames, xy = blob_frames(64, seed=0)
+    net = pretrain_scene_encoder(frames, xy, epochs=1, batch=32, progress=False)
+    path = tmp_path / "encoder.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path)
+    backbone = make_backbone("scene-cnn", str(path))
+    feats = backbone.features(frames[:5])
+    assert feats.shape == (5, 128) and backbone.dim == 128
+    with torch.no_grad():  # the same features the pretrained net computes, normalised the same way
+        expected = net(torch.from_numpy(frames[:5]).permute(0, 3, 1, 2).float().div(127.5).sub(1))
+    torch.testing.assert_close(feats, expected)
+    with pytest.raises(RobalignError, match="needs encoder_weights=PATH"):
+        make_backbone("scene-cnn")
+    save_file({"weight": torch.zeros(2)}, tmp_path / "other.safetensors")
+    with pytest.raises(RobalignError, match="not a scene-cnn weights file"):
+        make_backbone("scene-cnn", str(tmp_path / "other.safetensors"))
+    with pytest.raises(RobalignError, match="features=pooled only"):
+        backbone.features(frames[:2], kind="spatial")
+
+
+def test_reward_encoder_pretrains_on_demos_and_serves_a_reward(tmp_path, capsys):
+    demos, enc = tmp_path / "demos", tmp_path / "encoder"
+    assert main(["demos", "env=reach-around", "n=3", "preview=0", f"output_dir={demos}", "progress=false"]) == 0
+    assert main(["reward", "encoder", f"demos={demos}", "epochs=1", "batch=16", f"output_dir={enc}",
+                 "progress=false"]) == 0
+    assert {p.name for p in enc.iterdir()} == {"encoder.safetensors", "encoder.json", "errors.png", "config.yaml"}
+    summary = json.loads((enc / "encoder.json").read_text())
+    assert summary["env"] == "reach-around" and summary["episodes"] == 3 and summary["held_out_episodes"] == 1
+    # positions of the gripper and of the objects the task moves; the goal's fixed height is left out
+    assert {"eef_x", "eef_z", "vase_x", "vase_y", "goal_y"} <= set(summary["targets"])
+    assert "goal_z" not in summary["targets"]
+    assert all(np.isfinite(v) for v in summary["held_out_rmse"].values())
+
+
+def test_reward_encoder_bad_input_leaves_nothing(tmp_path, capsys):
+    out = tmp_path / "enc"
+    assert main(["reward", "encoder", f"output_dir={out}", "progress=false"]) == 2
+    assert "demos=PATH is required" in capsys.readouterr().err
+    assert main(["reward", "encoder", f"demos={tmp_path}", f"output_dir={out}", "progress=false"]) == 2
+    assert "robalign demos" in capsys.readouterr().err
+    assert main(["reward", "encoder", f"demos={tmp_path}", "epochs=0", f"output_dir={out}", "progress=false"]) == 2
+    assert "epochs must be an int >= 1" in capsys.readouterr().err
+    assert not out.exists()
