@@ -7,6 +7,8 @@ held-out seeds, side by side for each reward.
     python benchmarks/alignment.py ... --set method=best-of-n method.n=8 --suffix=-best-of-8
     python benchmarks/alignment.py --env mug-grasp --objective handle-grasp ...
     python benchmarks/alignment.py ... --rewards rapl --grape-reward 0.15 --suffix=-grape  # success + 0.15 x rapl
+    python benchmarks/alignment.py ... --rewards rapl --reward-set encoder=scene-cnn \
+        encoder_weights=runs/encoder/encoder.safetensors --reward-suffix=-scene --suffix=-scene
     python benchmarks/alignment.py ... --rewards oracle --scorer grape \
         --set 'grape.objectives={clearance: 20}' --suffix=-grape                        # success + 20 x clearance
 
@@ -65,6 +67,9 @@ def main() -> None:
                         help="the learnt reward's weight in the grape score, beside success weighted 1 "
                              "(implies --scorer grape)")
     parser.add_argument("--suffix", default="", help="appended to each align-REWARD directory (another method's run)")
+    parser.add_argument("--reward-set", nargs="*", default=[],
+                        help="extra `robalign reward` overrides, e.g. encoder=scene-cnn encoder_weights=PATH")
+    parser.add_argument("--reward-suffix", default="", help="appended to each reward-REWARD directory (another reward's run)")
     args = parser.parse_args()
     if args.rationality is None:
         args.rationality = getattr(get_objective(args.objective), "rationality", None)
@@ -90,11 +95,11 @@ def main() -> None:
         (store / ".complete").write_text("")
     rows = []
     for method in args.rewards:
-        reward = run / f"reward-{method}"
+        reward = run / f"reward-{method}{args.reward_suffix}"
         if not (reward / "reward_config.json").is_file():
             references = [f"demos={args.demos}"] if args.references == "demos" else []
             robalign("reward", f"method={method}", f"prefs={store}", *references,
-                     f"objective={args.objective}", f"output_dir={reward}", "progress=false")
+                     f"objective={args.objective}", f"output_dir={reward}", "progress=false", *args.reward_set)
         out = run / f"align-{method}{args.suffix}"
         if not (out / "metrics.json").is_file():
             t = time.perf_counter()

@@ -36,9 +36,11 @@ class SpatialSoftmax(nn.Module):
     def __init__(self, channels: int, keypoints: int):
         super().__init__()
         self.attend = nn.Conv2d(channels, keypoints, 1)
+        # learnt sharpness (as robomimic's): a diffuse softmax averages a keypoint towards the centre
+        self.log_temperature = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        maps = self.attend(x)
+        maps = self.attend(x) / self.log_temperature.exp()
         B, P, h, w = maps.shape
         weights = maps.flatten(2).softmax(-1).view(B, P, h, w)
         ys = torch.linspace(-1, 1, h, device=x.device).view(1, 1, h, 1)
@@ -144,9 +146,10 @@ def scene_encoder_error(net: SceneCNN, frames: np.ndarray, targets: np.ndarray) 
 def scene_targets(state: np.ndarray, env_state: np.ndarray, env_name: str) -> tuple[np.ndarray, list[str]]:
     """(M, K) pretraining targets and their names from the recorded (M, S) proprioception and
     (M, E) environment state (robalign's layouts: eef position 3, eef quaternion 4, fingers 2,
-    arm joints 7; the task's env_state_objects): the gripper's position, finger and arm joints, and each task
-    object's position. Orientations are left out: a quaternion's sign is arbitrary and a
-    cylinder's yaw cannot be seen."""
+    arm joints 7; the task's env_state_objects): the gripper's position, finger and arm joints, each task
+    object's position and, for objects recorded with a quaternion, the direction of their x
+    axis (a mug's handle; a quaternion's own sign is arbitrary, a direction's is not). A value
+    that never varies is dropped by the caller."""
     from robalign.envs import env_class
 
     columns = [(state[:, :3], ["eef_x", "eef_y", "eef_z"]),
@@ -156,6 +159,10 @@ def scene_targets(state: np.ndarray, env_state: np.ndarray, env_name: str) -> tu
     for name, size, has_position, *_ in env_class(env_name).env_state_objects:
         if has_position:
             columns.append((env_state[:, start:start + 3], [f"{name}_x", f"{name}_y", f"{name}_z"]))
+        if has_position and size == 7:  # position then quaternion wxyz: where the object's x axis points
+            w, x, y, z = env_state[:, start + 3:start + 7].T
+            axis = np.stack([1 - 2 * (y * y + z * z), 2 * (x * y + w * z), 2 * (x * z - w * y)], 1)
+            columns.append((axis, [f"{name}_axis_x", f"{name}_axis_y", f"{name}_axis_z"]))
         start += size
     return np.concatenate([c for c, _ in columns], 1).astype(np.float32), [n for _, ns in columns for n in ns]
 
