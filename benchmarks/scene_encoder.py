@@ -60,9 +60,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     args = parser.parse_args()
     import torch
-    from safetensors.torch import save_file
 
-    from robalign.rewards.scene_encoder import pretrain_scene_encoder, scene_targets
+    from robalign.rewards.scene_encoder import pretrain_scene_encoder, save_scene_encoder, scene_targets
 
     paths = record(args.env, True, 50000, args.distractor_episodes) + record(args.env, False, 60000, args.clean_episodes)
     frames, targets, episode = [], [], []
@@ -83,7 +82,7 @@ def main() -> None:
     net = pretrain_scene_encoder(frames[~held], targets[~held][:, used], frames[held], targets[held][:, used],
                                  epochs=args.epochs, lr=args.lr)
     out = CACHE / f"{args.env}-r{envs.env_class(args.env).revision}.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, out)
+    save_scene_encoder(net, out)
     print(f"wrote {out} ({(time.perf_counter() - start) / 60:.1f} min of pretraining)")
 
 

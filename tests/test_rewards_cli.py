@@ -133,13 +133,13 @@ def test_rapl_on_a_scene_cnn_encoder(answered_store, tmp_path):
     from safetensors.torch import save_file
 
     from robalign.rewards import load_reward
-    from robalign.rewards.scene_encoder import pretrain_scene_encoder
+    from robalign.rewards.scene_encoder import pretrain_scene_encoder, save_scene_encoder
 
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, size=(64, 32, 32, 3), dtype=np.uint8)
     net = pretrain_scene_encoder(frames, frames.mean((1, 2)).astype(np.float32), epochs=1, batch=32, progress=False)
     weights, out = tmp_path / "scene.safetensors", tmp_path / "reward"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, weights)
+    save_scene_encoder(net, weights)
     assert main(["reward", "method=rapl", "encoder=scene-cnn", f"encoder_weights={weights}", f"prefs={answered_store}",
                  f"output_dir={out}", *SMALL]) == 0
     reward = load_reward(out)

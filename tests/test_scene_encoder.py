@@ -10,7 +10,7 @@ import torch
 from robalign.cli import main
 from robalign.errors import RobalignError
 from robalign.rewards.encoders import make_backbone
-from robalign.rewards.scene_encoder import pretrain_scene_encoder, scene_encoder_error
+from robalign.rewards.scene_encoder import pretrain_scene_encoder, save_scene_encoder, scene_encoder_error
 
 
 def blob_frames(n: int, seed: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -36,11 +36,14 @@ def test_pretraining_learns_where_the_blob_is():
 def test_pretraining_refuses_bad_input():
     frames, xy = blob_frames(16, seed=0)
     with pytest.raises(RobalignError, match="do not vary"):
-        pretrain_scene_encoder(frames, np.concatenate([xy, np.ones((16, 1), np.float32)], 1), progress=False)
+        pretrain_scene_encoder(frames, np.concatenate([xy, np.ones((16, 1), np.float32)], 1), batch=8,
+                               progress=False)
     with pytest.raises(RobalignError, match=r"\(M, K\) with M = 16"):
         pretrain_scene_encoder(frames, xy[:8], progress=False)
     with pytest.raises(RobalignError, match="uint8"):
         pretrain_scene_encoder(frames.astype(np.float32), xy, progress=False)
+    with pytest.raises(RobalignError, match=r"batch must be an int in \[2, 16\]"):
+        pretrain_scene_encoder(frames, xy, batch=32, progress=False)
 
 
 def test_scene_cnn_backbone_loads_its_weights_and_refuses_others(tmp_path):
@@ -49,7 +52,7 @@ def test_scene_cnn_backbone_loads_its_weights_and_refuses_others(tmp_path):
     frames, xy = blob_frames(64, seed=0)
     net = pretrain_scene_encoder(frames, xy, epochs=1, batch=32, progress=False)
     path = tmp_path / "encoder.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path)
+    save_scene_encoder(net, path)
     backbone = make_backbone("scene-cnn", str(path))
     feats = backbone.features(frames[:5])
     assert feats.shape == (5, 128) and backbone.dim == 128
@@ -65,7 +68,7 @@ def test_scene_cnn_backbone_loads_its_weights_and_refuses_others(tmp_path):
         backbone.features(frames[:2], kind="spatial")
 
 
-def test_reward_encoder_pretrains_on_demos_and_serves_a_reward(tmp_path, capsys):
+def test_reward_encoder_pretrains_on_a_demos_dataset(tmp_path, capsys):
     demos, enc = tmp_path / "demos", tmp_path / "encoder"
     assert main(["demos", "env=reach-around", "n=3", "preview=0", f"output_dir={demos}", "progress=false"]) == 0
     assert main(["reward", "encoder", f"demos={demos}", "epochs=1", "batch=16", f"output_dir={enc}",

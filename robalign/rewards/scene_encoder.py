@@ -1,8 +1,7 @@
 """A small CNN that learns to read the scene's geometry from frames, for rewards to build on.
 
-ImageNet features pool away where the gripper is relative to the objects: on reach-around
-with distractors a ridge probe given 120 trajectories' true clearance ranks held-out ones
-at only ~0.5 from them, whatever the camera (docs/results/rewards.md). This encoder is
+ImageNet features pool away where the gripper is relative to the objects, which is what
+objectives such as `clearance` are about (docs/results/rewards.md). This encoder is
 pretrained instead on the task's own recorded episodes to predict, from one frame, what
 every robalign dataset records beside it: the robot's proprioception (`observation.state`)
 and the task objects' state (`observation.environment_state`). No person, preference or
@@ -10,7 +9,7 @@ objective is involved; RAPL then aligns its features with the person as it does 
 
     net = pretrain_scene_encoder(frames, targets)          # (M, H, W, 3) uint8, (M, K) float
     save_scene_encoder(net, "scene.safetensors")
-    reward encoder=scene-cnn encoder_weights=scene.safetensors ...
+    # then: robalign reward encoder=scene-cnn encoder_weights=scene.safetensors ...
 
 Glossary: B batch, H x W image (96 x 96), C channels, P keypoints, D feature size (128),
 K prediction targets (state and environment-state values, standardised).
@@ -96,6 +95,8 @@ def pretrain_scene_encoder(frames: np.ndarray, targets: np.ndarray, val_frames: 
         raise RobalignError(f"frames must be (M, H, W, 3) uint8; got {frames.shape} {frames.dtype}")
     if targets.ndim != 2 or len(targets) != len(frames):
         raise RobalignError(f"targets must be (M, K) with M = {len(frames)} frames; got {targets.shape}")
+    if not 2 <= batch <= len(frames):
+        raise RobalignError(f"batch must be an int in [2, {len(frames)}] (the frames given); got {batch!r}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     mean, std = targets.mean(0), targets.std(0)
@@ -130,6 +131,13 @@ def pretrain_scene_encoder(frames: np.ndarray, targets: np.ndarray, val_frames: 
                       + " ".join(f"{e:.3g}" for e in err))
     bar.close()
     return net.eval()
+
+
+def save_scene_encoder(net: SceneCNN, path) -> None:
+    """The weights as safetensors: what `encoder=scene-cnn encoder_weights=PATH` loads."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path)
 
 
 @torch.no_grad()
@@ -218,12 +226,10 @@ def pretrain_encoder_run(demos: list[str], output_dir, epochs: int = 10, lr: flo
                                  batch=batch, lr=lr, seed=seed, progress=progress)
     error = scene_encoder_error(net, frames[held], targets[held])
     spread = targets.std(0)  # over every frame: within a few held-out episodes an object's place barely varies
-    from safetensors.torch import save_file
-
     with atomic_output_dir(output_dir) as tmp:
         if config_text is not None:
             (tmp / "config.yaml").write_text(config_text)
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp / "encoder.safetensors")
+        save_scene_encoder(net, tmp / "encoder.safetensors")
         summary = {"env": env_name, "demos": [str(d) for d in demos], "episodes": len(ids),
                    "frames": int(len(frames)), "held_out_episodes": int(len(np.unique(episode[held]))),
                    "epochs": epochs, "seconds": round(time.perf_counter() - start, 1),
