@@ -175,7 +175,9 @@ def main() -> None:
     out = HERE / ".cache" / "reward-results"
     out.mkdir(parents=True, exist_ok=True)
     head = "".join(f"-{tag}{v}" for tag, v in (("kp", args.keypoints), ("h", args.hidden), ("aug", args.augment)) if v)
-    encoder = "" if args.encoder == "efficientnet-lite0" else f"{args.encoder}-"
+    # another encoder, or other weights of one, writes files of its own (the weights' sha names them)
+    encoder = "" if args.encoder == "efficientnet-lite0" and not args.encoder_weights else \
+        f"{args.encoder}-{base.encoder_sha[:8]}-"
     stem = f"{encoder}{args.env}-{scene}-{args.features}{head}-{args.anchor}-{args.frame_size}px-in{args.image_size}-{robot_meshes()}"
     (out / f"{stem}.json").write_text(json.dumps({m: {str(n): r for n, r in v.items()} for m, v in results.items()},
                                                  indent=1))
