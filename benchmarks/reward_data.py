@@ -32,6 +32,11 @@ def pool_dir(env_name: str, distractors: bool, frame_size: int = 96) -> Path:
     return CACHE / f"{env_name}-r{envs.env_class(env_name).revision}-{scene}-{frame_size}px-{robot_meshes()}"
 
 
+def drift_job(pool, modes: tuple[str, ...], seed: int):
+    """The pools' episode for `seed`: the expert's modes in turn, smooth drift of a random std in [0, 0.6]."""
+    return pool.expert_job(modes[seed % len(modes)], seed, drift=float(np.random.default_rng([seed, 7]).uniform(0.0, 0.6)))
+
+
 def build_pool(env_name: str, distractors: bool, size: int, frame_size: int = 96) -> Path:
     root = pool_dir(env_name, distractors, frame_size)
     with PreferenceStore(root) as store:
@@ -45,9 +50,7 @@ def build_pool(env_name: str, distractors: bool, size: int, frame_size: int = 96
         modes = envs.env_class(env_name).modes
         start = time.perf_counter()
         with EpisodePool(env_name, options, workers=2, episodes=len(missing)) as pool:
-            jobs = [pool.expert_job(modes[seed % len(modes)], seed,
-                                    drift=float(np.random.default_rng([seed, 7]).uniform(0.0, 0.6)))
-                    for seed in missing]
+            jobs = [drift_job(pool, modes, seed) for seed in missing]
             for k, traj in enumerate(pool.ordered(jobs)):
                 store.add_trajectory(traj)
                 print(f"\r{root.name}: {k + 1}/{len(missing)} episodes "

@@ -28,6 +28,7 @@ CACHE = Path(__file__).parent / ".cache" / "scene-encoder"
 def record(env_name: str, distractors: bool, first_seed: int, count: int) -> list[Path]:
     """Files of 50 episodes each: frames (every 2nd step), state, env_state, episode seed."""
     from robalign.episode_pool import EpisodePool
+    from reward_data import drift_job
 
     root = CACHE / f"{env_name}-r{envs.env_class(env_name).revision}-{'distractors' if distractors else 'clean'}"
     root.mkdir(parents=True, exist_ok=True)
@@ -40,8 +41,7 @@ def record(env_name: str, distractors: bool, first_seed: int, count: int) -> lis
     with EpisodePool(env_name, {"distractors": distractors, "camera": True, "image_size": 96}, workers=2) as pool:
         for path in todo:
             c0 = int(path.stem)
-            jobs = [pool.expert_job(modes[s % len(modes)], s, drift=float(np.random.default_rng([s, 7]).uniform(0, 0.6)))
-                    for s in range(c0, c0 + 50)]
+            jobs = [drift_job(pool, modes, s) for s in range(c0, c0 + 50)]
             trajs = list(pool.ordered(jobs))
             np.savez(path, frames=np.concatenate([t.frames[::2] for t in trajs]),
                      state=np.concatenate([t.state[::2] for t in trajs]),
