@@ -1,7 +1,7 @@
 """The scene-cnn encoder the reward benchmarks use with `--encoder scene-cnn`: episodes, then pretraining.
 
     MUJOCO_GL=egl .venv/bin/python benchmarks/scene_encoder.py --env reach-around \
-        [--distractor-episodes 1200] [--clean-episodes 300] [--epochs 15]
+        [--distractor-episodes 1200] [--clean-episodes 300] [--epochs 15] [--seed 0] [--no-axis]
     .venv/bin/python benchmarks/reward_alignment.py --env reach-around --distractors --encoder scene-cnn \
         --encoder-weights benchmarks/.cache/scene-encoder/reach-around-r2.safetensors --lrs 1e-3 3e-3 1e-2
 
@@ -10,8 +10,10 @@ expert's modes in turn, smooth drift of random size) but on other seeds (50000+ 
 distractors, 60000+ clean), so no pool trajectory, held out or not, is seen in
 pretraining; every other step's frame is kept with its recorded state, 50 episodes per
 cached file (a killed run continues). Pretraining is `robalign.rewards.scene_encoder`'s,
-on every 4th step of each episode, with 1 episode in 20 held out for its own error report.
-No preference or objective is involved.
+on every 4th step of each episode, with 1 episode in 20 held out for its own error report;
+the weights file is named by the env's revision and, where not the default, `--no-axis`
+(objects' axis directions left out of the targets) and `--seed`. No preference or
+objective is involved.
 """
 
 import argparse
@@ -58,12 +60,17 @@ def main() -> None:
     parser.add_argument("--clean-episodes", type=int, default=300)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0, help="the pretraining's (weights, batches, shifts)")
+    parser.add_argument("--no-axis", action="store_true", help="leave the objects' axis directions out of the targets")
+    parser.add_argument("--record-only", action="store_true", help="record the episodes, do not pretrain")
     args = parser.parse_args()
     import torch
 
-    from robalign.rewards.scene_encoder import pretrain_scene_encoder, save_scene_encoder, scene_targets
+    from robalign.rewards.scene_encoder import pretrain_on_arrays, save_scene_encoder, scene_targets
 
     paths = record(args.env, True, 50000, args.distractor_episodes) + record(args.env, False, 60000, args.clean_episodes)
+    if args.record_only:
+        return
     frames, targets, episode = [], [], []
     for path in paths:
         z = np.load(path)
@@ -73,17 +80,19 @@ def main() -> None:
         y, names = scene_targets(z["state"][keep], z["env_state"][keep], args.env)
         frames.append(z["frames"][keep]), targets.append(y), episode.append(ep[keep])
     frames, targets, episode = np.concatenate(frames), np.concatenate(targets), np.concatenate(episode)
-    used = targets.std(0) > 1e-3
-    names = [n for n, u in zip(names, used) if u]
-    held = episode % 20 == 0
-    print(f"{len(frames)} frames of {len(np.unique(episode))} episodes; targets: {', '.join(names)}", flush=True)
+    if args.no_axis:
+        keep = np.array(["_axis_" not in n for n in names])
+        targets, names = targets[:, keep], [n for n, k in zip(names, keep) if k]
+    print(f"{len(frames)} frames of {len(np.unique(episode))} episodes", flush=True)
     torch.set_num_threads(2)
     start = time.perf_counter()
-    net = pretrain_scene_encoder(frames[~held], targets[~held][:, used], frames[held], targets[held][:, used],
-                                 epochs=args.epochs, lr=args.lr)
-    out = CACHE / f"{args.env}-r{envs.env_class(args.env).revision}.safetensors"
+    net, names, error, spread = pretrain_on_arrays(frames, targets, names, episode % 20 == 0, epochs=args.epochs,
+                                                   lr=args.lr, seed=args.seed)
+    variant = ("-no-axis" if args.no_axis else "") + (f"-seed{args.seed}" if args.seed else "")
+    out = CACHE / f"{args.env}-r{envs.env_class(args.env).revision}{variant}.safetensors"
     save_scene_encoder(net, out)
     print(f"wrote {out} ({(time.perf_counter() - start) / 60:.1f} min of pretraining)")
+    print("held-out RMSE / spread: " + ", ".join(f"{n} {e / s:.2f}" for n, e, s in zip(names, error, spread)))
 
 
 if __name__ == "__main__":

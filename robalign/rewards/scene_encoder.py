@@ -175,6 +175,19 @@ def scene_targets(state: np.ndarray, env_state: np.ndarray, env_name: str) -> tu
     return np.concatenate([c for c, _ in columns], 1).astype(np.float32), [n for _, ns in columns for n in ns]
 
 
+def pretrain_on_arrays(frames: np.ndarray, targets: np.ndarray, names: list[str], held: np.ndarray,
+                       **train) -> tuple[SceneCNN, list[str], np.ndarray, np.ndarray]:
+    """Pretrain on the frames not `held` (M,) bool, after dropping target values that move
+    less than a millimetre over them (a goal's fixed height teaches nothing and cannot be
+    standardised). Returns the net, the names of the values kept, their (K,) held-out RMSE
+    and their (K,) spread over every frame (within a few held-out episodes an object's
+    place barely varies). `train` goes to `pretrain_scene_encoder`."""
+    used = targets[~held].std(0) > 1e-3
+    targets, names = targets[:, used], [n for n, u in zip(names, used) if u]
+    net = pretrain_scene_encoder(frames[~held], targets[~held], frames[held], targets[held], **train)
+    return net, names, scene_encoder_error(net, frames[held], targets[held]), targets.std(0)
+
+
 def pretrain_encoder_run(demos: list[str], output_dir, epochs: int = 10, lr: float = 1e-3, batch: int = 128,
                          frame_stride: int = 2, val_fraction: float = 0.1, seed: int = 0, progress: bool = True,
                          config_text: str | None = None):
@@ -213,19 +226,14 @@ def pretrain_encoder_run(demos: list[str], output_dir, epochs: int = 10, lr: flo
         episode.append(windows.episode_start.numpy()[keep] + k * 10**9)  # one id per episode across datasets
     frames, targets, episode = np.concatenate(frames), np.concatenate(targets), np.concatenate(episode)
     ids = np.unique(episode)
-    rng = np.random.default_rng(seed)
-    held = np.isin(episode, rng.choice(ids, max(1, round(val_fraction * len(ids))), replace=False))
-    # a value that moves less than a millimetre (the goal's height, the standing vase's) teaches nothing
-    used = targets[~held].std(0) > 1e-3
-    targets, names = targets[:, used], [n for n, u in zip(names, used) if u]
-    if held.all() or len(frames[~held]) < batch:
+    held = np.isin(episode, np.random.default_rng(seed).choice(ids, max(1, round(val_fraction * len(ids))),
+                                                                replace=False))
+    if held.all() or (~held).sum() < batch:
         raise RobalignError(f"{len(ids)} episodes ({len(frames)} frames at frame_stride={frame_stride}) are too few "
                             f"to pretrain on with batch={batch}; record more demos")
     start = time.perf_counter()
-    net = pretrain_scene_encoder(frames[~held], targets[~held], frames[held], targets[held], epochs=epochs,
-                                 batch=batch, lr=lr, seed=seed, progress=progress)
-    error = scene_encoder_error(net, frames[held], targets[held])
-    spread = targets.std(0)  # over every frame: within a few held-out episodes an object's place barely varies
+    net, names, error, spread = pretrain_on_arrays(frames, targets, names, held, epochs=epochs, batch=batch, lr=lr,
+                                                   seed=seed, progress=progress)
     with atomic_output_dir(output_dir) as tmp:
         if config_text is not None:
             (tmp / "config.yaml").write_text(config_text)
