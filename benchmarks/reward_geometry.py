@@ -7,7 +7,8 @@ The same pool, split, simulated people, learning-rate grid and training as
 benchmarks/reward_alignment.py at 150 triplets (3 seeds), but each frame's features are
 the true values a scene-cnn is pretrained to predict (robalign.rewards.scene_encoder.
 scene_targets, standardised on the training trajectories, every 4th frame as the rewards
-use): all of them, and only the positions (gripper and objects). With --encoder-weights,
+use): all of them, and only where things are (the gripper's and objects' positions and
+the objects' axis directions; no joints). With --encoder-weights,
 the scene-cnn's own 128 features on the same labels beside them. This separates what the
 encoder reads from what the reward can make of perfect reading.
 """
@@ -39,9 +40,10 @@ def true_features(trajs: dict, train: list[str], env: str, stride: int) -> dict[
     mean, std = fit_rows[:, used].mean(0), fit_rows[:, used].std(0)
     every = {t: torch.tensor((y[:, used] - mean) / std, dtype=torch.float32) for t, (y, _) in values.items()}
     names = [n for n, u in zip(names, used) if u]
+    # positions and axis directions (names ending _x/_y/_z), not joints or fingers
     positions = [k for k, n in enumerate(names) if n[-2:] in ("_x", "_y", "_z") and not n.startswith("arm")]
     return {f"true values ({len(names)})": every,
-            f"true positions ({len(positions)})": {t: v[:, positions] for t, v in every.items()}}
+            f"true positions and axes ({len(positions)})": {t: v[:, positions] for t, v in every.items()}}
 
 
 def main() -> None:
