@@ -52,6 +52,18 @@ def rank_triplets(person, trajs: dict, ids: list[str], n: int, seed: int) -> lis
     return labels
 
 
+def answers(objective, trajs: dict, train: list[str], held: list[str], n: int, seed: int) -> tuple[list, list]:
+    """Seed `seed`'s simulated person (rational as the objective says): n ranked triplets of
+    train trajectories, and 300 of held-out ones to score on (seeded 10000 + seed)."""
+    person = SimulatedAnnotator(objective, rationality=objective.rationality, seed=seed)
+    return rank_triplets(person, trajs, train, n, seed), rank_triplets(person, trajs, held, 300, 10_000 + seed)
+
+
+def tuning_answers(objective, trajs: dict, train: list[str]) -> list:
+    """What learning rates are tuned on: seed 0's first 150 answers (never held-out trajectories)."""
+    return rank_triplets(SimulatedAnnotator(objective, rationality=objective.rationality, seed=0), trajs, train, 150, 0)
+
+
 def pool_split(env: str, distractors: bool, size: int, frame_size: int) -> tuple[dict, list[str], list[str]]:
     """The pool's trajectories with frames ({id: Trajectory}), and its fixed split into
     train ids and N_HELD held-out ids (seeded; every reward benchmark uses this one)."""
@@ -137,8 +149,7 @@ def main() -> None:
     results = {m: {n: [] for n in args.budgets} for m in args.methods}
     # Learning rates are tuned once per method, on seed 0's first 150 answers and their
     # validation split (never on held-out trajectories), then used for every run.
-    person = SimulatedAnnotator(objective, rationality=rationality, seed=0)
-    tuning = rank_triplets(person, trajs, train, 150, 0)
+    tuning = tuning_answers(objective, trajs, train)
     lr_for = {}
     for method in (m for m in args.methods if m in ("rapl", "rlhf")):
         if len(args.lrs) == 1:  # screening: the one given
@@ -147,9 +158,7 @@ def main() -> None:
         lr_for[method] = fit(method, base, feats, tuning, 0, train_cfg, tuple(args.lrs), views)[1]["lr"]
         print(f"{method}: learning rate {lr_for[method]} (validation loss on the training answers)", flush=True)
     for seed in range(args.seeds):
-        person = SimulatedAnnotator(objective, rationality=rationality, seed=seed)
-        labels = rank_triplets(person, trajs, train, max(args.budgets), seed)
-        held_labels = rank_triplets(person, trajs, held, 300, 10_000 + seed)
+        labels, held_labels = answers(objective, trajs, train, held, max(args.budgets), seed)
         for method in args.methods:
             for n in args.budgets:
                 t0 = time.perf_counter()

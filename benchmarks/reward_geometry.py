@@ -19,14 +19,13 @@ import numpy as np
 import torch
 
 import robalign.envs as envs  # noqa: F401  (before anything imports mujoco)
-from robalign.annotators import SimulatedAnnotator
 from robalign.envs import get_objective
 from robalign.rewards.data import compute_features
 from robalign.rewards.evaluation import evaluate
 from robalign.rewards.models import RewardConfig, fit_to_backbone, make_reward
 from robalign.rewards.scene_encoder import scene_targets
 
-from reward_alignment import HERE, TASKS, fit, pool_split, rank_triplets
+from reward_alignment import HERE, TASKS, answers, fit, pool_split, tuning_answers
 
 LRS = (1e-3, 3e-3, 1e-2)
 
@@ -62,7 +61,7 @@ def main() -> None:
                                                "encoder_weights": args.encoder_weights}))
         variants["scene-cnn (128)"] = compute_features(make_reward(base), trajs,
                                                        cache_dir=HERE / ".cache" / "reward-features", progress=False)
-    tuning = rank_triplets(SimulatedAnnotator(objective, rationality=objective.rationality, seed=0), trajs, train, 150, 0)
+    tuning = tuning_answers(objective, trajs, train)
     print(f"{args.env} with distractors, 150 triplets, 3 seeds, held-out trajectory rho")
     for name, feats in variants.items():
         cfg = RewardConfig(**{**base.__dict__, "feature_dim": next(iter(feats.values())).shape[-1]})
@@ -71,9 +70,7 @@ def main() -> None:
             lr = fit(method, cfg, feats, tuning, 0, {"max_epochs": 100}, LRS)[1]["lr"]
             rhos = []
             for seed in range(3):
-                person = SimulatedAnnotator(objective, rationality=objective.rationality, seed=seed)
-                labels = rank_triplets(person, trajs, train, 150, seed)
-                held_labels = rank_triplets(person, trajs, held, 300, 10_000 + seed)
+                labels, held_labels = answers(objective, trajs, train, held, 150, seed)
                 model, _ = fit(method, cfg, feats, labels, seed, {"max_epochs": 100}, (lr,))
                 rhos.append(evaluate(model, {t: trajs[t] for t in held}, held_labels, objective, feats)["spearman_traj"])
             row.append(f"{method} {np.mean(rhos):.2f} ± {np.std(rhos):.2f} (lr {lr:g}; "
