@@ -104,7 +104,8 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=160)
     parser.add_argument("--relative", type=int, default=1, help="features relative to the first frame (1) or not (0)")
     parser.add_argument("--hidden", type=int, default=0)
-    parser.add_argument("--features", default="pooled", choices=["pooled", "spatial", "spatial8"])
+    parser.add_argument("--features", default="pooled", choices=["pooled", "spatial", "spatial8", "offsets"],
+                        help="offsets: a scene-cnn's gripper-to-object offsets, lifted (needs --encoder scene-cnn)")
     parser.add_argument("--keypoints", type=int, default=0, help="> 0: a spatial-softmax head (needs a spatial --features)")
     parser.add_argument("--anchor", default="demos", choices=["best", "demos"], help="rapl's anchor")
     parser.add_argument("--embed", type=int, default=32)

@@ -90,7 +90,7 @@ def main() -> None:
                                                    lr=args.lr, seed=args.seed)
     variant = ("-no-axis" if args.no_axis else "") + (f"-seed{args.seed}" if args.seed else "")
     out = CACHE / f"{args.env}-r{envs.env_class(args.env).revision}{variant}.safetensors"
-    save_scene_encoder(net, out)
+    save_scene_encoder(net, out, names)
     print(f"wrote {out} ({(time.perf_counter() - start) / 60:.1f} min of pretraining)")
     print("held-out RMSE / spread: " + ", ".join(f"{n} {e / s:.2f}" for n, e, s in zip(names, error, spread)))
 

@@ -129,22 +129,28 @@ def test_ot_reward_against_a_demos_dataset(answered_store, tmp_path, capsys):
 
 
 def test_rapl_on_a_scene_cnn_encoder(answered_store, tmp_path):
-    """A reward trained on a pretrained scene-cnn reads its 128 features, and records which weights."""
+    """A reward trained on a pretrained scene-cnn reads its 128 features (or its lifted
+    gripper-to-object offsets), and records which weights."""
     from safetensors.torch import save_file
 
     from robalign.rewards import load_reward
-    from robalign.rewards.scene_encoder import pretrain_scene_encoder, save_scene_encoder
+    from robalign.rewards.scene_encoder import OFFSET_FEATURES, pretrain_scene_encoder, save_scene_encoder
 
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, size=(64, 32, 32, 3), dtype=np.uint8)
-    net = pretrain_scene_encoder(frames, frames.mean((1, 2)).astype(np.float32), epochs=1, batch=32, progress=False)
+    targets = np.c_[frames.mean((1, 2)), frames[:, :16].mean((1, 2, 3))].astype(np.float32)
+    net = pretrain_scene_encoder(frames, targets, epochs=1, batch=32, progress=False)
     weights, out = tmp_path / "scene.safetensors", tmp_path / "reward"
-    save_scene_encoder(net, weights)
+    save_scene_encoder(net, weights, ["eef_x", "eef_y", "eef_z", "vase_x"])
     assert main(["reward", "method=rapl", "encoder=scene-cnn", f"encoder_weights={weights}", f"prefs={answered_store}",
                  f"output_dir={out}", *SMALL]) == 0
     reward = load_reward(out)
     assert reward.cfg.encoder == "scene-cnn" and reward.cfg.feature_dim == 128
     assert len(reward.demos) == 5 and reward.demos[0].shape[1] == 128
+    assert main(["reward", "method=rapl", "encoder=scene-cnn", f"encoder_weights={weights}", "features=offsets",
+                 f"prefs={answered_store}", f"output_dir={tmp_path / 'offsets'}", *SMALL]) == 0
+    lifted = load_reward(tmp_path / "offsets")
+    assert lifted.cfg.feature_dim == OFFSET_FEATURES and lifted.demos[0].shape[1] == OFFSET_FEATURES
     save_file({k: (v + 1).contiguous() for k, v in net.state_dict().items()}, weights)  # other weights, same path
     with pytest.raises(RobalignError, match="sha256"):
         load_reward(out).backbone

@@ -10,7 +10,8 @@ import torch
 from robalign.cli import main
 from robalign.errors import RobalignError
 from robalign.rewards.encoders import make_backbone
-from robalign.rewards.scene_encoder import pretrain_scene_encoder, save_scene_encoder, scene_encoder_error
+from robalign.rewards.scene_encoder import (OFFSET_FEATURES, offset_features, pretrain_scene_encoder, save_scene_encoder,
+                                           scene_encoder_error)
 
 
 def blob_frames(n: int, seed: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +53,7 @@ def test_scene_cnn_backbone_loads_its_weights_and_refuses_others(tmp_path):
     frames, xy = blob_frames(64, seed=0)
     net = pretrain_scene_encoder(frames, xy, epochs=1, batch=32, progress=False)
     path = tmp_path / "encoder.safetensors"
-    save_scene_encoder(net, path)
+    save_scene_encoder(net, path, ["blob_x", "blob_y"])
     backbone = make_backbone("scene-cnn", str(path))
     feats = backbone.features(frames[:5])
     assert feats.shape == (5, 128) and backbone.dim == 128
@@ -64,8 +65,62 @@ def test_scene_cnn_backbone_loads_its_weights_and_refuses_others(tmp_path):
     save_file({"weight": torch.zeros(2)}, tmp_path / "other.safetensors")
     with pytest.raises(RobalignError, match="not a scene-cnn weights file"):
         make_backbone("scene-cnn", str(tmp_path / "other.safetensors"))
-    with pytest.raises(RobalignError, match="features=pooled only"):
+    with pytest.raises(RobalignError, match="features=pooled or offsets only"):
         backbone.features(frames[:2], kind="spatial")
+    with pytest.raises(RobalignError, match="needs the gripper's"):  # no eef among blob_x, blob_y
+        backbone.features(frames[:2], kind="offsets")
+    with pytest.raises(RobalignError, match="2 target names for a read-out of 3"):
+        save_scene_encoder(pretrain_scene_encoder(frames, np.c_[xy, xy.sum(1)], epochs=1, batch=32, progress=False),
+                           tmp_path / "x.safetensors", ["blob_x", "blob_y"])
+
+
+NAMES = ["eef_x", "eef_y", "eef_z", "finger_0", "vase_x", "vase_y", "goal_x", "goal_y"]  # goal_z: never varied
+
+
+def test_offset_features_see_where_the_gripper_is_relative_to_objects():
+    rng = np.random.default_rng(0)
+    values = torch.from_numpy(rng.normal(0, 0.1, (6, len(NAMES)))).float()
+    feats = offset_features(values, NAMES)
+    assert feats.shape == (6, OFFSET_FEATURES)
+    # moving the gripper and every object together (x, y) changes no offset, so no feature
+    moved = values.clone()
+    moved[:, [0, 4, 6]] += 0.3
+    moved[:, [1, 5, 7]] -= 0.2
+    torch.testing.assert_close(offset_features(moved, NAMES), feats)
+    # what the fingers do is no offset either
+    moved[:, 3] += 1.0
+    torch.testing.assert_close(offset_features(moved, NAMES), feats)
+    # a kernel of width ~10 cm: 1 cm closer to the vase keeps a frame alike, 30 cm does not
+    def similarity(shift):
+        other = values.clone()
+        other[:, 4] += shift
+        return torch.nn.functional.cosine_similarity(offset_features(other, NAMES), feats).mean()
+    assert similarity(0.01) > 0.95 and similarity(0.3) < 0.5, (similarity(0.01), similarity(0.3))
+    with pytest.raises(RobalignError, match="needs the gripper's"):
+        offset_features(values[:, 3:], NAMES[3:])
+
+
+def test_offsets_backbone_lifts_the_readout_and_refuses_files_without_names(tmp_path):
+    from safetensors.torch import save_file
+
+    frames, xy = blob_frames(64, seed=0)
+    targets = np.c_[xy, xy[:, :1] * 0.5, xy[:, 1:] + 1, xy.sum(1, keepdims=True), xy[:, :1] - xy[:, 1:], xy[:, :1] * 2,
+                    xy[:, 1:] * 3].astype(np.float32) / 100
+    net = pretrain_scene_encoder(frames, targets, epochs=1, batch=32, progress=False)
+    path = tmp_path / "encoder.safetensors"
+    save_scene_encoder(net, path, NAMES)
+    backbone = make_backbone("scene-cnn", str(path))
+    assert backbone.feature_shape("offsets", 32) == (OFFSET_FEATURES,)
+    with torch.no_grad():
+        x = torch.from_numpy(frames[:5]).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        values = net.predict(x) * net.target_std + net.target_mean  # the read-out, in target units
+    torch.testing.assert_close(backbone.features(frames[:5], kind="offsets"), offset_features(values, NAMES))
+    # weights saved without names (before names were kept) still give pooled features, not offsets
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "old.safetensors")
+    old = make_backbone("scene-cnn", str(tmp_path / "old.safetensors"))
+    assert old.features(frames[:2]).shape == (2, 128)
+    with pytest.raises(RobalignError, match="records no target names"):
+        old.features(frames[:2], kind="offsets")
 
 
 def test_reward_encoder_pretrains_on_a_demos_dataset(tmp_path, capsys):

@@ -122,7 +122,8 @@ class Backbone(nn.Module):
         stage flattened (F = C * H/8 * W/8).
         """
         if kind not in FEATURE_KINDS:
-            raise RobalignError(f"unknown feature kind {kind!r}; valid choices: {', '.join(FEATURE_KINDS)}")
+            raise RobalignError(f"unknown feature kind {kind!r} for encoder {self.name}; valid choices: "
+                                f"{', '.join(FEATURE_KINDS)} (offsets: encoder=scene-cnn only)")
         frames = torch.as_tensor(np.asarray(frames))
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
             raise RobalignError(f"frames must be (T, H, W, 3) uint8; got {tuple(frames.shape)} {frames.dtype}")
@@ -187,35 +188,77 @@ def resnet18(weights: str | None = None) -> Backbone:
 
 
 class SceneBackbone(Backbone):
-    """robalign's own SceneCNN (scene_encoder.py): pooled features only, as its features
-    are already positions read off the image, not a map."""
+    """robalign's own SceneCNN (scene_encoder.py). features=pooled: its 128 features (already
+    positions read off the image, not a map); features=offsets: its read-out's gripper-to-
+    object offsets through a fixed random Fourier lift (scene_encoder.offset_features)."""
 
     mean_std = TF_LITE_MEAN_STD  # the [-1, 1] range it was pretrained on
+    kinds = ("pooled", "offsets")
+
+    def __init__(self, name, net, dim, weights_sha, target_names: list[str] | None):
+        super().__init__(name, net, dim, weights_sha)
+        self.target_names = target_names
 
     def feature_map(self, x):
         return self.net(x)[:, :, None, None]
 
     def middle_map(self, x):
-        raise RobalignError("encoder scene-cnn gives features=pooled only (its features are positions, not a map)")
+        raise RobalignError(f"encoder scene-cnn gives features={' or '.join(self.kinds)} only "
+                            f"(its features are positions, not a map)")
 
     fine_map = middle_map
+
+    def check_kind(self, kind: str) -> None:
+        if kind not in self.kinds:
+            self.middle_map(None)
+        if kind == "offsets" and self.target_names is None:
+            raise RobalignError("features=offsets reads the gripper's and objects' positions by name, and this "
+                                "scene-cnn weights file records no target names (written before 2026-12-07); "
+                                "pretrain it again with `robalign reward encoder`")
+
+    def feature_shape(self, kind, image_size):
+        from robalign.rewards.scene_encoder import OFFSET_FEATURES
+
+        self.check_kind(kind)
+        return (OFFSET_FEATURES,) if kind == "offsets" else (self.dim,)
+
+    @torch.no_grad()
+    def features(self, frames, batch: int = 64, kind: str = "pooled") -> torch.Tensor:
+        self.check_kind(kind)
+        feats = super().features(frames, batch, "pooled")
+        if kind == "pooled":
+            return feats
+        from robalign.rewards.scene_encoder import offset_features
+
+        values = self.net.readout(feats) * self.net.target_std + self.net.target_mean
+        return offset_features(values, self.target_names)
 
 
 @BACKBONES.register("scene-cnn")
 def scene_cnn(weights: str | None = None) -> Backbone:
-    """A SceneCNN pretrained on a task's episodes (`robalign reward pretrain-encoder`); weights=PATH required."""
+    """A SceneCNN pretrained on a task's episodes (`robalign reward encoder`); weights=PATH required."""
+    import json
+
+    from safetensors import safe_open
+
     from robalign.rewards.scene_encoder import FEATURES, SceneCNN
 
     if weights is None:
         raise RobalignError("encoder scene-cnn needs encoder_weights=PATH: a .safetensors file written by "
-                            "`robalign reward pretrain-encoder`")
+                            "`robalign reward encoder`")
     state, sha = load_state_dict_file(weights)
     if "readout.weight" not in state:
         raise RobalignError(f"{weights!r} is not a scene-cnn weights file (no readout.weight); "
-                            f"make one with `robalign reward pretrain-encoder`")
+                            f"make one with `robalign reward encoder`")
     net = SceneCNN(int(state["readout.weight"].shape[0]))
     load_strict(net, state, "scene-cnn")
-    return SceneBackbone("scene-cnn", net, FEATURES, sha)
+    names = None
+    if str(weights).endswith(".safetensors"):
+        with safe_open(weights, "pt") as f:
+            names = json.loads((f.metadata() or {}).get("targets", "null"))
+    if names is not None and len(names) != net.readout.out_features:
+        raise RobalignError(f"{weights!r} names {len(names)} targets for a read-out of {net.readout.out_features}")
+    return SceneBackbone("scene-cnn", net, FEATURES, sha, names)
 
 
 def make_backbone(name: str, weights: str | None = None) -> Backbone:

@@ -41,7 +41,8 @@ class RewardConfig:
     encoder_weights: str | None = None  # weights file; None: the backbone's default
     encoder_sha: str = ""  # sha256 of the weights the head was trained on (checked on load)
     features: str = "pooled"  # pooled (last stage, averaged over space) | spatial (stride-16 stage, flattened) |
-    # spatial8 (stride-8 stage, flattened)
+    # spatial8 (stride-8 stage, flattened) | offsets (scene-cnn only: its read-out's gripper-to-object offsets,
+    # lifted by fixed random Fourier features)
     feature_dim: int = 1280  # F, the backbone's feature size (set from the backbone when a reward is trained)
     feature_shape: list[int] | None = None  # (C, h, w) of a spatial kind's map (set from the backbone)
     keypoints: int = 0  # > 0: a spatial-softmax head that reads this many keypoints off a spatial map

@@ -8,11 +8,13 @@ and the task objects' state (`observation.environment_state`). No person, prefer
 objective is involved; RAPL then aligns its features with the person as it does ImageNet's.
 
     net = pretrain_scene_encoder(frames, targets)          # (M, H, W, 3) uint8, (M, K) float
-    save_scene_encoder(net, "scene.safetensors")
+    save_scene_encoder(net, "scene.safetensors", names)    # names: the K targets' (scene_targets)
     # then: robalign reward encoder=scene-cnn encoder_weights=scene.safetensors ...
+    #       features=offsets: random Fourier features of the read-out's gripper-to-object offsets
 
 Glossary: B batch, H x W image (96 x 96), C channels, P keypoints, D feature size (128),
-K prediction targets (state and environment-state values, standardised).
+K prediction targets (state and environment-state values, standardised), O task objects,
+L lifted offset features (256).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from robalign.errors import RobalignError
 
 FEATURES = 128  # D
 KEYPOINTS = 32  # P
+# features=offsets: L random Fourier features of the gripper's offset from each task object,
+# a Gaussian kernel of width OFFSET_BANDWIDTH metres (about the offsets' spread over a task's
+# episodes: 5-13 cm on reach-around and mug-grasp), drawn once from a fixed seed.
+OFFSET_FEATURES, OFFSET_BANDWIDTH, OFFSET_SEED = 256, 0.1, 0
 
 
 class SpatialSoftmax(nn.Module):
@@ -133,11 +139,44 @@ def pretrain_scene_encoder(frames: np.ndarray, targets: np.ndarray, val_frames: 
     return net.eval()
 
 
-def save_scene_encoder(net: SceneCNN, path) -> None:
-    """The weights as safetensors: what `encoder=scene-cnn encoder_weights=PATH` loads."""
+def save_scene_encoder(net: SceneCNN, path, names: list[str]) -> None:
+    """The weights as safetensors, the K targets' names in its metadata (features=offsets
+    reads the gripper's and objects' positions by name): what `encoder=scene-cnn
+    encoder_weights=PATH` loads."""
+    import json
+
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path)
+    if len(names) != net.readout.out_features:
+        raise RobalignError(f"{len(names)} target names for a read-out of {net.readout.out_features} values")
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path,
+              metadata={"targets": json.dumps(list(names))})
+
+
+def offset_features(values: torch.Tensor, names: list[str]) -> torch.Tensor:
+    """(M, K) read-out values in metres, named as scene_targets names them -> (M, L) random
+    Fourier features of the gripper's offset from each task object (eef minus object, 3 O).
+
+    Why offsets: objectives are about where the gripper is *relative to* an object (how
+    close it passes the vase, which side of the mug it holds), and a first-frame-relative
+    reward on positions sees only how far the gripper moved. Why a lift: the OT reward's
+    cosine cost sees the direction of a feature vector, not its size, so on a few linear
+    offsets it cannot tell 3 cm from 10 cm; cos(offset . w + b) over many random w makes
+    nearby offsets similar and far ones not (a Gaussian kernel, Rahimi and Recht 2007).
+    An object coordinate the read-out lacks (it never varied: a goal's height) counts as 0,
+    which only shifts the features' phases."""
+    where = {n: k for k, n in enumerate(names)}
+    objects = [n[:-2] for n in names if n.endswith("_x") and "_axis" not in n and n != "eef_x"]
+    if not {"eef_x", "eef_y", "eef_z"} <= where.keys() or not objects:
+        raise RobalignError(f"features=offsets needs the gripper's (eef_x/y/z) and an object's position among "
+                            f"the encoder's targets; it has {names}")
+    zero = torch.zeros(len(values))
+    offsets = torch.stack([values[:, where[f"eef_{a}"]] - (values[:, where[f"{o}_{a}"]] if f"{o}_{a}" in where else zero)
+                           for o in objects for a in "xyz"], 1)
+    gen = torch.Generator().manual_seed(OFFSET_SEED)
+    w = torch.randn(offsets.shape[1], OFFSET_FEATURES, generator=gen) / OFFSET_BANDWIDTH
+    b = torch.rand(OFFSET_FEATURES, generator=gen) * 2 * np.pi
+    return torch.cos(offsets @ w + b) * (2 / OFFSET_FEATURES) ** 0.5
 
 
 @torch.no_grad()
@@ -237,7 +276,7 @@ def pretrain_encoder_run(demos: list[str], output_dir, epochs: int = 10, lr: flo
     with atomic_output_dir(output_dir) as tmp:
         if config_text is not None:
             (tmp / "config.yaml").write_text(config_text)
-        save_scene_encoder(net, tmp / "encoder.safetensors")
+        save_scene_encoder(net, tmp / "encoder.safetensors", names)
         summary = {"env": env_name, "demos": [str(d) for d in demos], "episodes": len(ids),
                    "frames": int(len(frames)), "held_out_episodes": int(len(np.unique(episode[held]))),
                    "epochs": epochs, "seconds": round(time.perf_counter() - start, 1),
