@@ -64,10 +64,11 @@ def tuning_answers(objective, trajs: dict, train: list[str]) -> list:
     return rank_triplets(SimulatedAnnotator(objective, rationality=objective.rationality, seed=0), trajs, train, 150, 0)
 
 
-def pool_split(env: str, distractors: bool, size: int, frame_size: int) -> tuple[dict, list[str], list[str]]:
+def pool_split(env: str, distractors: bool, size: int, frame_size: int,
+               first_seed: int = 0) -> tuple[dict, list[str], list[str]]:
     """The pool's trajectories with frames ({id: Trajectory}), and its fixed split into
     train ids and N_HELD held-out ids (seeded; every reward benchmark uses this one)."""
-    root = build_pool(env, distractors, size, frame_size)
+    root = build_pool(env, distractors, size, frame_size, first_seed)
     with PreferenceStore(root, create=False) as store:
         ids = sorted(store.trajectory_ids())[:size]
         trajs = {t: store.load_trajectory(t, frames=True) for t in ids}
@@ -102,6 +103,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--pool", type=int, default=160)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the pool's first episode seed; > 0: a separate pool of fresh episodes (a confirmation)")
     parser.add_argument("--relative", type=int, default=1, help="features relative to the first frame (1) or not (0)")
     parser.add_argument("--hidden", type=int, default=0)
     parser.add_argument("--features", default="pooled", choices=["pooled", "spatial", "spatial8", "offsets"],
@@ -126,7 +129,7 @@ def main() -> None:
     objective = get_objective(objective_name)
     rationality = objective.rationality  # registered with the objective: clearance 200, handle-grasp 10
     scene = "distractors" if args.distractors else "clean"
-    trajs, train, held = pool_split(args.env, args.distractors, args.pool, args.frame_size)
+    trajs, train, held = pool_split(args.env, args.distractors, args.pool, args.frame_size, args.first_seed)
     ids = sorted(trajs)
     base = fit_to_backbone(RewardConfig(method="rapl", objective=objective_name, env=args.env,
                                         relative=bool(args.relative), hidden_dim=args.hidden, embed_dim=args.embed,
@@ -188,7 +191,9 @@ def main() -> None:
     # another encoder, or other weights of one, writes files of its own (the weights' sha names them)
     encoder = "" if args.encoder == "efficientnet-lite0" and not args.encoder_weights else \
         f"{args.encoder}-{base.encoder_sha[:8]}-"
-    stem = f"{encoder}{args.env}-{scene}-{args.features}{head}-{args.anchor}-{args.frame_size}px-in{args.image_size}-{robot_meshes()}"
+    fresh = f"-from{args.first_seed}" if args.first_seed else ""
+    stem = (f"{encoder}{args.env}-{scene}-{args.features}{head}-{args.anchor}-{args.frame_size}px-in{args.image_size}-"
+            f"{robot_meshes()}{fresh}")
     (out / f"{stem}.json").write_text(json.dumps({m: {str(n): r for n, r in v.items()} for m, v in results.items()},
                                                  indent=1))
     curves = {m: {n: [r["spearman_traj"] for r in v[n]] for n in v} for m, v in results.items()}
