@@ -135,6 +135,8 @@ def test_reward_encoder_pretrains_on_a_demos_dataset(tmp_path, capsys):
     assert {"eef_x", "eef_z", "vase_x", "vase_y", "goal_y"} <= set(summary["targets"])
     assert "goal_z" not in summary["targets"]
     assert all(np.isfinite(v) for v in summary["held_out_rmse"].values())
+    # the weights file names its read-out's values, so features=offsets can find the gripper and the vase
+    assert make_backbone("scene-cnn", str(enc / "encoder.safetensors")).target_names == summary["targets"]
 
 
 def test_reward_encoder_bad_input_leaves_nothing(tmp_path, capsys):
