@@ -156,7 +156,8 @@ def test_spatial_feature_kinds_keep_their_maps_shape():
     assert backbone.feature_shape("spatial8", 96) == (40, 12, 12)
     frames = np.random.default_rng(0).integers(0, 255, (2, 96, 96, 3), dtype=np.uint8)
     assert backbone.features(frames, kind="spatial8").shape == (2, 40 * 12 * 12)
-    with pytest.raises(RobalignError, match="unknown feature kind 'spatial4'; valid choices: pooled, spatial, spatial8"):
+    with pytest.raises(RobalignError, match="unknown feature kind 'spatial4' for encoder efficientnet-lite0; "
+                                            "valid choices: pooled, spatial, spatial8"):
         backbone.features(frames, kind="spatial4")
 
 
