@@ -151,6 +151,12 @@ def test_rapl_on_a_scene_cnn_encoder(answered_store, tmp_path):
                  f"prefs={answered_store}", f"output_dir={tmp_path / 'offsets'}", *SMALL]) == 0
     lifted = load_reward(tmp_path / "offsets")
     assert lifted.cfg.feature_dim == OFFSET_FEATURES and lifted.demos[0].shape[1] == OFFSET_FEATURES
+    # the lift is not in the checkpoint but recorded: a robalign that lifts otherwise refuses it
+    assert lifted.cfg.offset_lift == {"features": OFFSET_FEATURES, "bandwidth": 0.1, "seed": 0}
+    config = tmp_path / "offsets" / "reward_config.json"
+    config.write_text(config.read_text().replace('"bandwidth": 0.1', '"bandwidth": 0.05'))
+    with pytest.raises(RobalignError, match="lifted with .*train the reward again"):
+        load_reward(tmp_path / "offsets")
     save_file({k: (v + 1).contiguous() for k, v in net.state_dict().items()}, weights)  # other weights, same path
     with pytest.raises(RobalignError, match="sha256"):
         load_reward(out).backbone

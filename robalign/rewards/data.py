@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from robalign.errors import RobalignError
 from robalign.preferences.store import pairs_of
+from robalign.rewards.models import lift_of
 
 Label = tuple[tuple[str, ...], "float | None"]
 
@@ -142,7 +143,9 @@ def compute_features(model, trajectories: dict, cache_dir: str | Path | None = N
     cfg = model.cfg
     cache = None
     if cache_dir is not None:
-        key = hashlib.sha256(f"{model.backbone.weights_sha}:{cfg.encoder}:{cfg.frame_stride}:{cfg.features}:{cfg.image_size}".encode()).hexdigest()[:16]
+        lift = lift_of(cfg)  # offsets' lift: its parameters change the features
+        what = f"{model.backbone.weights_sha}:{cfg.encoder}:{cfg.frame_stride}:{cfg.features}:{cfg.image_size}"
+        key = hashlib.sha256((what + (f":{sorted(lift.items())}" if lift else "")).encode()).hexdigest()[:16]
         cache = Path(cache_dir) / f"features-{key}"
         cache.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import load_file, save_file

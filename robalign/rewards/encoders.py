@@ -202,15 +202,11 @@ class SceneBackbone(Backbone):
     def feature_map(self, x):
         return self.net(x)[:, :, None, None]
 
-    def middle_map(self, x):
-        raise RobalignError(f"encoder scene-cnn gives features={' or '.join(self.kinds)} only "
-                            f"(its features are positions, not a map)")
-
-    fine_map = middle_map
-
     def check_kind(self, kind: str) -> None:
+        """Both entry points (feature_shape, features) check here, so no map is ever asked for."""
         if kind not in self.kinds:
-            self.middle_map(None)
+            raise RobalignError(f"encoder scene-cnn gives features={' or '.join(self.kinds)} only "
+                                f"(its features are positions, not a map); got features={kind!r}")
         if kind == "offsets" and self.target_names is None:
             raise RobalignError("features=offsets reads the gripper's and objects' positions by name, and this "
                                 "scene-cnn weights file records no target names (written before 2026-12-07); "
@@ -230,8 +226,7 @@ class SceneBackbone(Backbone):
             return feats
         from robalign.rewards.scene_encoder import offset_features
 
-        values = self.net.readout(feats) * self.net.target_std + self.net.target_mean
-        return offset_features(values, self.target_names)
+        return offset_features(self.net.read_out(feats), self.target_names)
 
 
 @BACKBONES.register("scene-cnn")

@@ -45,6 +45,8 @@ class RewardConfig:
     # lifted by fixed random Fourier features)
     feature_dim: int = 1280  # F, the backbone's feature size (set from the backbone when a reward is trained)
     feature_shape: list[int] | None = None  # (C, h, w) of a spatial kind's map (set from the backbone)
+    offset_lift: dict | None = None  # features=offsets: the random Fourier lift's {features, bandwidth, seed}
+    # (set when a reward is trained; load refuses a robalign whose lift differs). None: the 2026-12-07 lift
     keypoints: int = 0  # > 0: a spatial-softmax head that reads this many keypoints off a spatial map
     # (needs features=spatial or spatial8); 0: a head on the flat features
     embed_dim: int = 32  # D, the aligned embedding (OT rewards)
@@ -298,7 +300,14 @@ def fit_to_backbone(cfg: RewardConfig) -> RewardConfig:
     backbone = make_backbone(cfg.encoder, cfg.encoder_weights)
     shape = backbone.feature_shape(cfg.features, cfg.image_size)
     return dataclasses.replace(cfg, feature_dim=int(np.prod(shape)), encoder_sha=backbone.weights_sha,
-                               feature_shape=list(shape) if len(shape) == 3 else None)
+                               feature_shape=list(shape) if len(shape) == 3 else None, offset_lift=lift_of(cfg))
+
+
+def lift_of(cfg: RewardConfig) -> dict | None:
+    """The offsets lift this robalign computes for `cfg`'s features (None for other kinds)."""
+    from robalign.rewards.scene_encoder import offset_lift
+
+    return offset_lift() if cfg.features == "offsets" else None
 
 
 def make_reward(cfg: RewardConfig) -> RewardModel:
@@ -338,6 +347,10 @@ def load_reward(directory: str | Path) -> RewardModel:
         tensors = load_file(weights_path)
     except (SafetensorError, OSError) as err:
         raise RobalignError(f"{weights_path}: unreadable or truncated ({err})") from None
+    # the lift's random frequencies are not in the checkpoint: they are redrawn from these
+    if cfg.offset_lift is not None and cfg.offset_lift != lift_of(cfg):
+        raise RobalignError(f"{config_path}: trained on features=offsets lifted with {cfg.offset_lift}, but this "
+                            f"robalign lifts with {lift_of(cfg)}; train the reward again")
     model = make_reward(cfg)
     head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
     try:

@@ -19,6 +19,8 @@ L lifted offset features (256).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -31,7 +33,14 @@ KEYPOINTS = 32  # P
 # features=offsets: L random Fourier features of the gripper's offset from each task object,
 # a Gaussian kernel of width OFFSET_BANDWIDTH metres (about the offsets' spread over a task's
 # episodes: 5-13 cm on reach-around and mug-grasp), drawn once from a fixed seed.
+# A reward trained on them records the three (RewardConfig.offset_lift) and refuses to load
+# if they change, rather than score with features it was not trained on.
 OFFSET_FEATURES, OFFSET_BANDWIDTH, OFFSET_SEED = 256, 0.1, 0
+
+
+def offset_lift() -> dict:
+    """The lift features=offsets computes, as a reward config records it."""
+    return {"features": OFFSET_FEATURES, "bandwidth": OFFSET_BANDWIDTH, "seed": OFFSET_SEED}
 
 
 class SpatialSoftmax(nn.Module):
@@ -78,6 +87,10 @@ class SceneCNN(nn.Module):
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.readout(self(x))
+
+    def read_out(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, D) features -> (B, K) the targets' values in their own units (metres, radians)."""
+        return self.readout(feats) * self.target_std + self.target_mean
 
 
 def _batch(frames: np.ndarray, idx: np.ndarray, shift: int, rng: np.random.Generator) -> torch.Tensor:
@@ -173,10 +186,16 @@ def offset_features(values: torch.Tensor, names: list[str]) -> torch.Tensor:
     zero = torch.zeros(len(values))
     offsets = torch.stack([values[:, where[f"eef_{a}"]] - (values[:, where[f"{o}_{a}"]] if f"{o}_{a}" in where else zero)
                            for o in objects for a in "xyz"], 1)
-    gen = torch.Generator().manual_seed(OFFSET_SEED)
-    w = torch.randn(offsets.shape[1], OFFSET_FEATURES, generator=gen) / OFFSET_BANDWIDTH
-    b = torch.rand(OFFSET_FEATURES, generator=gen) * 2 * np.pi
+    w, b = _lift_weights(offsets.shape[1])
     return torch.cos(offsets @ w + b) * (2 / OFFSET_FEATURES) ** 0.5
+
+
+@functools.lru_cache(maxsize=8)
+def _lift_weights(width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lift's fixed (width, L) frequencies and (L,) phases: drawn once per input width."""
+    gen = torch.Generator().manual_seed(OFFSET_SEED)
+    w = torch.randn(width, OFFSET_FEATURES, generator=gen) / OFFSET_BANDWIDTH
+    return w, torch.rand(OFFSET_FEATURES, generator=gen) * 2 * np.pi
 
 
 @torch.no_grad()
@@ -186,7 +205,7 @@ def scene_encoder_error(net: SceneCNN, frames: np.ndarray, targets: np.ndarray) 
     preds = []
     for start in range(0, len(frames), 256):
         x = _batch(frames, np.arange(start, min(start + 256, len(frames))), 0, None)
-        preds.append(net.predict(x) * net.target_std + net.target_mean)
+        preds.append(net.read_out(net(x)))
     return torch.cat(preds).sub(torch.from_numpy(targets).float()).pow(2).mean(0).sqrt().numpy()
 
 
