@@ -294,6 +294,32 @@ def test_expert_iteration_imitates_only_the_kept_episodes():
     assert stats["kept"] == 1 and stats["dropped_failed"] == 1 and stats["kept_score_mean"] == 1.0
     with pytest.raises(RobalignError, match="method.successful_only='yes'"):
         MethodConfig(name="expert-iteration", successful_only="yes")
+    # aggregate: each update imitates every earlier update's kept episodes beside its own
+    growing = make_aligner(MethodConfig(name="expert-iteration", lr=1e-3, updates=1, batch=2, aggregate=True))
+    sizes = [growing.update(policy, None, rollouts, preference_pairs(rollouts, 1), None, torch.Generator())
+             for _ in range(3)]
+    assert [(x["kept"], x["imitated"], x["windows"]) for x in sizes] == [(2, 2, 24), (2, 4, 48), (2, 6, 72)]
+
+
+def test_kept_episodes_round_trip_bit_for_bit(tmp_path):
+    """What a round imitated is saved with it; a resumed aggregate run imitates the same arrays."""
+    from robalign.alignment.loop import load_episodes, save_episodes
+
+    g = np.random.default_rng(1)
+    episodes = [Trajectory(state=g.normal(size=(T, S)).astype(np.float32), action=g.normal(size=(T, A)).astype(np.float32),
+                           instruction=f"task {T}", success=T % 2 == 0, mode="left" if T == 5 else None,
+                           env_state=g.normal(size=(T, E)).astype(np.float32),
+                           frames=g.integers(0, 255, size=(T, 8, 8, 3), dtype=np.uint8)) for T in (5, 6)]
+    for frames in (True, False):
+        save_episodes(episodes, tmp_path / "kept.safetensors", frames=frames)
+        back = load_episodes(tmp_path / "kept.safetensors")
+        for a, b in zip(episodes, back, strict=True):
+            for key in ("state", "action", "env_state"):
+                assert np.array_equal(getattr(a, key), getattr(b, key)) and getattr(b, key).dtype == np.float32
+            assert (a.instruction, a.success, a.mode) == (b.instruction, b.success, b.mode)
+            assert np.array_equal(b.frames, a.frames) if frames else b.frames is None
+    save_episodes([], tmp_path / "none.safetensors", frames=False)
+    assert load_episodes(tmp_path / "none.safetensors") == []
 
 
 def test_methods_refuse_policies_they_cannot_align():
@@ -760,3 +786,16 @@ def test_expert_iteration_distils_best_of_n_through_the_loop_in_any_launcher(pre
     with pytest.raises(RobalignError, match="anchor.*give demos=PATH, or set method.anchor_weight=0"):
         main(args(tmp_path / "anchored", "method.anchor_weight=1"))
     assert not (tmp_path / "anchored").exists()
+    # aggregate: round 1 imitates round 0's kept episodes too; they are saved with the round,
+    # so a run stopped after round 0 and resumed ends where the uninterrupted one does
+    whole = main(args(tmp_path / "whole", "method.aggregate=true"))
+    assert [r["update"]["imitated"] for r in whole["rounds"]] == [2, 4]
+    assert [r["update"]["windows"] for r in whole["rounds"]] == [2 * 12, 4 * 12]
+    assert whole["rounds"][0] == {**serial["rounds"][0], "seconds": whole["rounds"][0]["seconds"]}
+    main(args(tmp_path / "stopped", "method.aggregate=true", "rounds=1"))
+    resumed = main(args(tmp_path / "stopped", "method.aggregate=true", "resume=true"))
+    assert resumed["after"] == whole["after"] and resumed["drift"] == whole["drift"]
+    (tmp_path / "stopped" / "rounds" / "001").rename(tmp_path / "gone")  # lose round 1, and round 0's episodes
+    (tmp_path / "stopped" / "rounds" / "000" / "kept.safetensors").unlink()
+    with pytest.raises(RobalignError, match="kept.safetensors is missing: method.aggregate"):
+        main(args(tmp_path / "stopped", "method.aggregate=true", "resume=true"))

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from robalign.errors import RobalignError, UnknownNameError
+from robalign.types import Trajectory
 
 from . import drift
 from .methods import MethodConfig, make_aligner
@@ -44,6 +45,7 @@ from .scorers import ObjectiveScorer, Scorer, ScoringError
 TRAIN_SEED_BASE = 50000  # training states: apart from demos (0, 1, ...) and evaluation (100000 + i)
 SEEDS_PER_RUN = 1000  # training states a run (one `seed`) may use
 LAUNCHERS = ("serial", "vector")
+KEPT_FILE = "kept.safetensors"  # rounds/NNN/: the episodes expert-iteration imitated that round
 PAIRINGS = ("all", "successful")  # which rollouts of a state are ranked and paired
 # Each stream's seed starts with its own tag: numpy pads short keys with zeros, so without
 # it (seed, r, 1) would equal rollout (seed, r, 1, 0)'s stream.
@@ -186,6 +188,8 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
     extra = {}
     if aligner.trains:
         history, start = _saved_rounds(out, policy, cfg.rounds)
+        if method.aggregate:  # the earlier rounds' kept episodes, as the uninterrupted run holds them
+            aligner.imitated = [t for p in range(start) for t in _load_kept(out / "rounds" / f"{p:03d}")]
         for r in range(start, cfg.rounds):
             history.append(_round(r, policy, policy_dir, reference, aligner, scorer, truth, threshold, env_name,
                                   options, method, cfg, demo_windows, out, progress))
@@ -263,7 +267,7 @@ def _round(r, policy, policy_dir, reference, aligner, scorer, truth, threshold, 
               "episode_scores": [float(s) for s in scores],
               "episode_objective_values": None if true_values is None else [float(v) for v in true_values],
               "update": stats, "seconds": round(time.perf_counter() - t0, 1)}
-    _save_round(out, r, policy, record)
+    _save_round(out, r, policy, record, getattr(aligner, "kept", None))
     if progress:
         shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in record.items()
                  if k not in ("update", "episode_scores", "episode_objective_values")}
@@ -384,15 +388,27 @@ def _demo_windows(policy, demos):
 
 
 # ---- saving and resuming -------------------------------------------------------------------
-def _save_round(out: Path, r: int, policy, record: dict) -> None:
-    """rounds/NNN written whole or not at all (a kill mid-write leaves the previous rounds)."""
+def _save_round(out: Path, r: int, policy, record: dict, kept: list[Trajectory] | None = None) -> None:
+    """rounds/NNN written whole or not at all (a kill mid-write leaves the previous rounds);
+    `kept`: the episodes the round imitated (expert-iteration), as kept.safetensors."""
     from robalign.data.outputs import atomic_output_dir
 
     final = out / "rounds" / f"{r:03d}"
     shutil.rmtree(final, ignore_errors=True)  # an incomplete one (no round.json) from a killed run
     with atomic_output_dir(final) as tmp:
         policy.save_pretrained(tmp / "policy")
+        if kept is not None:
+            save_episodes(kept, tmp / KEPT_FILE, frames="image" in type(policy).input_keys(policy.config))
         (tmp / "round.json").write_text(json.dumps(record, indent=2))
+
+
+def _load_kept(round_dir: Path) -> list[Trajectory]:
+    path = round_dir / KEPT_FILE
+    if not path.is_file():
+        raise AlignmentError(f"{path} is missing: method.aggregate imitates every earlier round's kept episodes, "
+                             f"and this round was saved without them (by a run with another method or an older "
+                             f"robalign); start a new run")
+    return load_episodes(path)
 
 
 def _saved_rounds(out: Path, policy, rounds: int) -> tuple[list[dict], int]:
@@ -458,6 +474,34 @@ def save_chunks(chunks: list[Chunk], path: Path) -> None:
         else:
             tensors[f"obs.{key}"] = torch.stack([c.obs[key] for c in chunks]).contiguous()
     save_file(tensors, path, metadata={"text": json.dumps(text), "start": json.dumps([c.start for c in chunks])})
+
+
+def save_episodes(trajectories: list[Trajectory], path: Path, frames: bool) -> None:
+    """What imitating the episodes needs, as safetensors: state, action and env_state, and the
+    frames when `frames` (an image policy reads them); instruction, success and mode in its
+    metadata. The arrays round-trip bit for bit, so a resumed run imitates what it held."""
+    from safetensors.numpy import save_file
+
+    tensors = {"count": np.zeros(len(trajectories), np.int8)}  # a file needs a tensor, even with no episode
+    for i, t in enumerate(trajectories):
+        tensors.update({f"{i}.state": t.state, f"{i}.action": t.action})
+        if t.env_state is not None:
+            tensors[f"{i}.env_state"] = t.env_state
+        if frames and t.frames is not None:
+            tensors[f"{i}.frames"] = t.frames
+    records = [{"instruction": t.instruction, "success": bool(t.success), "mode": t.mode} for t in trajectories]
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path),
+              metadata={"episodes": json.dumps(records)})
+
+
+def load_episodes(path: Path) -> list[Trajectory]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        records = json.loads((f.metadata() or {})["episodes"])
+        arrays = {k: f.get_tensor(k) for k in f.keys()}
+    return [Trajectory(state=arrays[f"{i}.state"], action=arrays[f"{i}.action"], env_state=arrays.get(f"{i}.env_state"),
+                       frames=arrays.get(f"{i}.frames"), **record) for i, record in enumerate(records)]
 
 
 def load_chunks(path: Path) -> list[Chunk]:

@@ -70,6 +70,10 @@ class MethodConfig:
     # first as many frames (prefix) or against whole demos, as it scores finished episodes (whole)
     # expert-iteration
     successful_only: bool = False  # imitate only kept episodes that reached the task's success
+    # imitate the kept episodes of every round so far, not only this round's (ExIt's growing
+    # dataset): 16 episodes a round are few beside the demos' anchor, and what an earlier
+    # round's search found is not forgotten by the next round's fresh optimiser
+    aggregate: bool = False
 
     def __post_init__(self):
         checks = {"lr": self.lr > 0, "updates": self.updates >= 1, "batch": self.batch >= 1, "beta": self.beta > 0,
@@ -80,13 +84,15 @@ class MethodConfig:
                   "lookahead": isinstance(self.lookahead, int) and self.lookahead >= 0,
                   "unfinished": self.unfinished in ("prefix", "whole"), "reduce": self.reduce in ("sum", "mean"),
                   "window_at": self.window_at in ("random", "start"),
-                  "successful_only": isinstance(self.successful_only, bool)}
+                  "successful_only": isinstance(self.successful_only, bool),
+                  "aggregate": isinstance(self.aggregate, bool)}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise RobalignError(f"bad alignment setting method.{bad[0]}={getattr(self, bad[0])!r}; allowed: lr, beta, "
                                 f"grad_clip, min_std > 0; window, anchor_weight, kl_coef >= 0; updates, batch, "
                                 f"ft_denoising_steps >= 1; 0 < clip_ratio < 1; 0 < gamma, eta <= 1; n: an int >= 2; lookahead: an int >= 0; "
-                                f"unfinished: prefix or whole; reduce: sum or mean; window_at: random or start")
+                                f"unfinished: prefix or whole; reduce: sum or mean; window_at: random or start; "
+                                f"successful_only, aggregate: true or false")
 
 
 class Aligner:
@@ -370,6 +376,11 @@ class ExpertIteration(Aligner):
     name = "expert-iteration"
     acts_best_of_n = True
 
+    def __init__(self, cfg: MethodConfig):
+        super().__init__(cfg)
+        self.kept: list = []      # this round's imitated episodes (Trajectory); the loop saves them with the round
+        self.imitated: list = []  # earlier rounds' (method.aggregate), oldest first; the loop restores them on resume
+
     def check(self, policy):
         if not hasattr(policy, "compute_loss"):
             raise RobalignError(f"expert-iteration imitates episodes with the policy's training loss; the "
@@ -383,10 +394,14 @@ class ExpertIteration(Aligner):
         if self.cfg.successful_only:  # the scorer's best of a state can still fail; imitating it teaches that
             succeeded = [w for w in kept if w.trajectory.success]
             kept, dropped = succeeded, len(kept) - len(succeeded)
-        if not kept:
+        self.kept = [r.trajectory for r in kept]
+        episodes = (self.imitated if self.cfg.aggregate else []) + self.kept
+        if self.cfg.aggregate:
+            self.imitated = episodes
+        if not episodes:
             return {"kept": 0, "loss": None, "dropped_failed": dropped}
         c = policy.config
-        windows = DemoWindows.from_trajectories([r.trajectory for r in kept], type(policy).input_keys(c),
+        windows = DemoWindows.from_trajectories(episodes, type(policy).input_keys(c),
                                                 c.n_obs_steps, type(policy).window_horizon(c))
         optimizer = self._optimizer(policy)
         losses, anchors = [], []
@@ -399,9 +414,9 @@ class ExpertIteration(Aligner):
                 anchors.append(float(anchor_loss.detach()))
                 loss = loss + self.cfg.anchor_weight * anchor_loss
             _step(optimizer, policy, loss, self.cfg.grad_clip)
-        return {"kept": len(kept), "dropped_failed": dropped,
-                "kept_success": float(np.mean([r.trajectory.success for r in kept])),
-                "kept_score_mean": float(np.mean([r.score for r in kept])), "windows": len(windows),
+        return {"kept": len(kept), "dropped_failed": dropped, "imitated": len(episodes),
+                "kept_success": float(np.mean([r.trajectory.success for r in kept])) if kept else None,
+                "kept_score_mean": float(np.mean([r.score for r in kept])) if kept else None, "windows": len(windows),
                 "loss": float(np.mean(losses)), "loss_first": losses[0], "loss_last": losses[-1],
                 "anchor": float(np.mean(anchors)) if anchors else None}
 
