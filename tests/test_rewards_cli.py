@@ -128,12 +128,12 @@ def test_ot_reward_against_a_demos_dataset(answered_store, tmp_path, capsys):
     assert "is not a LeRobotDataset" in capsys.readouterr().err
 
 
-def test_rapl_on_a_scene_cnn_encoder(answered_store, tmp_path):
+def test_rapl_on_a_scene_cnn_encoder(answered_store, tmp_path, monkeypatch):
     """A reward trained on a pretrained scene-cnn reads its 128 features (or its lifted
     gripper-to-object offsets), and records which weights."""
     from safetensors.torch import save_file
 
-    from robalign.rewards import load_reward
+    from robalign.rewards import load_reward, scene_encoder
     from robalign.rewards.scene_encoder import OFFSET_FEATURES, pretrain_scene_encoder, save_scene_encoder
 
     rng = np.random.default_rng(0)
@@ -157,6 +157,15 @@ def test_rapl_on_a_scene_cnn_encoder(answered_store, tmp_path):
     config.write_text(config.read_text().replace('"bandwidth": 0.1', '"bandwidth": 0.05'))
     with pytest.raises(RobalignError, match="lifted with .*train the reward again"):
         load_reward(tmp_path / "offsets")
+    # a reward saved before the lift was recorded is taken to have the first one, which this robalign has
+    config.write_text(config.read_text().replace('"bandwidth": 0.05', '"bandwidth": 0.1'))
+    raw = json.loads(config.read_text())
+    config.write_text(json.dumps({k: v for k, v in raw.items() if k != "offset_lift"}))
+    assert load_reward(tmp_path / "offsets").cfg.offset_lift is None
+    monkeypatch.setattr(scene_encoder, "OFFSET_BANDWIDTH", 0.05)  # a robalign whose lift changed
+    with pytest.raises(RobalignError, match="lifted with .*'bandwidth': 0.1.*lifts with .*'bandwidth': 0.05"):
+        load_reward(tmp_path / "offsets")
+    monkeypatch.undo()
     save_file({k: (v + 1).contiguous() for k, v in net.state_dict().items()}, weights)  # other weights, same path
     with pytest.raises(RobalignError, match="sha256"):
         load_reward(out).backbone

@@ -46,7 +46,8 @@ class RewardConfig:
     feature_dim: int = 1280  # F, the backbone's feature size (set from the backbone when a reward is trained)
     feature_shape: list[int] | None = None  # (C, h, w) of a spatial kind's map (set from the backbone)
     offset_lift: dict | None = None  # features=offsets: the random Fourier lift's {features, bandwidth, seed}
-    # (set when a reward is trained; load refuses a robalign whose lift differs). None: the 2026-12-07 lift
+    # (set when a reward is trained; load refuses a robalign whose lift differs). None: saved before it was
+    # recorded, with scene_encoder.FIRST_OFFSET_LIFT
     keypoints: int = 0  # > 0: a spatial-softmax head that reads this many keypoints off a spatial map
     # (needs features=spatial or spatial8); 0: a head on the flat features
     embed_dim: int = 32  # D, the aligned embedding (OT rewards)
@@ -348,9 +349,13 @@ def load_reward(directory: str | Path) -> RewardModel:
     except (SafetensorError, OSError) as err:
         raise RobalignError(f"{weights_path}: unreadable or truncated ({err})") from None
     # the lift's random frequencies are not in the checkpoint: they are redrawn from these
-    if cfg.offset_lift is not None and cfg.offset_lift != lift_of(cfg):
-        raise RobalignError(f"{config_path}: trained on features=offsets lifted with {cfg.offset_lift}, but this "
-                            f"robalign lifts with {lift_of(cfg)}; train the reward again")
+    if cfg.features == "offsets":
+        from robalign.rewards.scene_encoder import FIRST_OFFSET_LIFT
+
+        trained = cfg.offset_lift or FIRST_OFFSET_LIFT
+        if trained != lift_of(cfg):
+            raise RobalignError(f"{config_path}: trained on features=offsets lifted with {trained}, but this "
+                                f"robalign lifts with {lift_of(cfg)}; train the reward again")
     model = make_reward(cfg)
     head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
     try:

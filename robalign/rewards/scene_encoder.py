@@ -38,6 +38,10 @@ KEYPOINTS = 32  # P
 OFFSET_FEATURES, OFFSET_BANDWIDTH, OFFSET_SEED = 256, 0.1, 0
 
 
+# the lift of rewards saved before their config recorded it (offset_lift None)
+FIRST_OFFSET_LIFT = {"features": 256, "bandwidth": 0.1, "seed": 0}
+
+
 def offset_lift() -> dict:
     """The lift features=offsets computes, as a reward config records it."""
     return {"features": OFFSET_FEATURES, "bandwidth": OFFSET_BANDWIDTH, "seed": OFFSET_SEED}
