@@ -190,16 +190,17 @@ def offset_features(values: torch.Tensor, names: list[str]) -> torch.Tensor:
     zero = torch.zeros(len(values))
     offsets = torch.stack([values[:, where[f"eef_{a}"]] - (values[:, where[f"{o}_{a}"]] if f"{o}_{a}" in where else zero)
                            for o in objects for a in "xyz"], 1)
-    w, b = _lift_weights(offsets.shape[1])
+    w, b = _lift_weights(offsets.shape[1], OFFSET_FEATURES, OFFSET_BANDWIDTH, OFFSET_SEED)
     return torch.cos(offsets @ w + b) * (2 / OFFSET_FEATURES) ** 0.5
 
 
 @functools.lru_cache(maxsize=8)
-def _lift_weights(width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The lift's fixed (width, L) frequencies and (L,) phases: drawn once per input width."""
-    gen = torch.Generator().manual_seed(OFFSET_SEED)
-    w = torch.randn(width, OFFSET_FEATURES, generator=gen) / OFFSET_BANDWIDTH
-    return w, torch.rand(OFFSET_FEATURES, generator=gen) * 2 * np.pi
+def _lift_weights(width: int, features: int, bandwidth: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lift's fixed (width, L) frequencies and (L,) phases, drawn once per width and lift
+    (keyed on the lift too, so a changed constant can never be served stale weights)."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(width, features, generator=gen) / bandwidth
+    return w, torch.rand(features, generator=gen) * 2 * np.pi
 
 
 @torch.no_grad()
