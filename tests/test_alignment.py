@@ -571,7 +571,76 @@ def test_align_refuses_bad_settings(tmp_path):
     with pytest.raises(RobalignError, match="best-of-n ranks candidates.*grape.likelihood=0"):
         main(["align", "method=best-of-n", f"policy={tmp_path / 'nothing'}", "scorer=grape", "grape.likelihood=0.01",
               f"output_dir={tmp_path / 'out'}"])
+    with pytest.raises(RobalignError, match="method.anchor_keep=0.0.*0 < anchor_keep <= 1"):
+        main(["align", "policy=x", "scorer=objective", "objective=clearance", "method.anchor_keep=0.0"])
+    with pytest.raises(RobalignError, match="anchor_keep=0.5 filters the demos' anchor: it needs demos=PATH"):
+        main(["align", f"policy={tmp_path / 'nothing'}", "scorer=objective", "objective=clearance",
+              "method.anchor_keep=0.5", f"output_dir={tmp_path / 'out'}"])
     assert not (tmp_path / "out").exists()
+
+
+# ---- the reward-filtered demo anchor -------------------------------------------------------
+def test_window_rewards_average_the_steps_each_windows_actions_lead_to():
+    """A window at frame t (To=2 observations, Hz=4 actions t-1 .. t+2) leads to steps t .. t+2,
+    cut at its episode's end: episodes never lend each other steps."""
+    from robalign.alignment.anchor import window_rewards
+    from robalign.policies.data import DemoWindows
+
+    def episode(T):
+        return Trajectory(state=np.zeros((T, S), np.float32), action=np.zeros((T, A), np.float32), instruction="x",
+                          success=True)
+
+    windows = DemoWindows.from_trajectories([episode(5), episode(3)], ("state",), n_obs_steps=2, horizon=4)
+    steps = torch.tensor([0.0, 1, 2, 3, 4, 10, 20, 30], dtype=torch.float64)
+    expected = [1, 2, 3, 3.5, 4, 20, 25, 30]  # (0+1+2)/3 ... (3+4)/2, 4; the second episode apart
+    assert window_rewards(windows, steps).tolist() == pytest.approx(expected)
+
+
+@pytest.mark.slow
+def test_reward_filtered_anchor_draws_only_the_windows_the_reward_ranks_highest(pretrained, tmp_path):
+    """method.anchor_keep: the anchor's windows are the top share by the learnt reward's
+    per-step rewards (a demo matched against itself scores best), and only those are drawn."""
+    from robalign.alignment.anchor import DemoAnchor, reward_filtered, window_rewards
+    from robalign.alignment.loop import _demo_windows
+    from robalign.alignment.scorers import RewardScorer
+    from robalign.policies import load_policy
+    from robalign.rewards.data import demos_from_dataset
+    from robalign.rewards.models import RewardConfig, fit_to_backbone, make_reward
+
+    demos = pretrained / "demos"
+    episodes = list(demos_from_dataset(demos).values())
+    torch.manual_seed(0)
+    model = make_reward(fit_to_backbone(RewardConfig(method="rapl", frame_stride=1)))
+    model.demos = [model.frame_features(episodes[0])]  # its one reference: demo 0 itself
+    model.save_pretrained(tmp_path / "rapl")
+    scorer = RewardScorer(str(tmp_path / "rapl"))
+    policy = load_policy(pretrained / "pt" / "policy")
+    windows = _demo_windows(policy, demos)
+    anchor = reward_filtered(windows, demos, scorer, keep=0.5)
+    per_window = window_rewards(windows, torch.cat([torch.as_tensor(scorer.step_rewards(t)) for t in episodes]))
+    kept = torch.zeros(len(windows), dtype=torch.bool)
+    kept[anchor.index] = True
+    assert anchor.figures["kept_windows"] == int(kept.sum()) and abs(kept.float().mean() - 0.5) <= 1 / len(windows)
+    assert per_window[kept].min() >= per_window[~kept].max()
+    first = windows.episode_start == 0
+    assert kept[first].float().mean() > kept[~first].float().mean()  # the reference's own windows rank first
+    assert set(anchor.figures["kept_share_by_mode"]) == set(windows.episode_modes)
+    # the anchor's loss is the policy's training loss on the drawn windows, and only those
+    one = DemoAnchor(windows, torch.tensor([int(anchor.index[0])]))
+    torch.manual_seed(1)
+    drawn = one(policy, torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    direct = policy.compute_loss(windows.batch(torch.full((64,), int(anchor.index[0])), policy.device))
+    assert float(drawn.detach()) == pytest.approx(float(direct.detach()))
+    # through the loop: the figures land in metrics.json; a scorer with no per-step reward is refused
+    result = main(align_args(pretrained, tmp_path / "run", "scorer=reward", f"reward={tmp_path / 'rapl'}",
+                             "objective=clearance", f"demos={demos}", "method.anchor_weight=1",
+                             "method.anchor_keep=0.5", "rounds=1"))
+    assert result["anchor"] == anchor.figures
+    with pytest.raises(RobalignError, match="anchor_keep=0.5 ranks the demo steps by a learnt reward"):
+        main(align_args(pretrained, tmp_path / "objective", f"demos={demos}", "method.anchor_weight=1",
+                        "method.anchor_keep=0.5"))
+    assert not (tmp_path / "objective").exists()
 
 
 @pytest.mark.slow

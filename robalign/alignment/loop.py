@@ -38,6 +38,7 @@ from robalign.errors import RobalignError, UnknownNameError
 from robalign.types import Trajectory
 
 from . import drift
+from .anchor import DemoAnchor, make_anchor, reward_filtered
 from .methods import MethodConfig, make_aligner
 from .rollouts import NO_EXPLORE, Chunk, Rollout, collect, noise_seed, preference_pairs
 from .scorers import ObjectiveScorer, Scorer, ScoringError
@@ -140,6 +141,10 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
     if aligner.acts_best_of_n and method.anchor_weight > 0 and not demos:
         raise RobalignError(f"{method.name}'s anchor (method.anchor_weight={method.anchor_weight}) is the demos' "
                             f"training loss: give demos=PATH, or set method.anchor_weight=0")
+    if method.anchor_keep < 1 and not (demos and method.anchor_weight > 0 and aligner.trains):
+        raise RobalignError(f"method.anchor_keep={method.anchor_keep} filters the demos' anchor: it needs demos=PATH "
+                            f"and method.anchor_weight > 0 (now {method.anchor_weight}) with a method that trains "
+                            f"(not {method.name}); or set method.anchor_keep=1")
     policy = load_policy(policy_dir, overrides=overrides)
     aligner.check(policy)
     if cfg.explore_chunks and not (policy.samples_at_temperature and aligner.trains and not aligner.acts_best_of_n):
@@ -162,6 +167,9 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
     else:
         check_output_dir(out)
     demo_windows = _demo_windows(policy, demos) if demos else None
+    demo_anchor = None if demo_windows is None else (
+        reward_filtered(demo_windows, demos, scorer, method.anchor_keep, progress) if method.anchor_keep < 1
+        else DemoAnchor(demo_windows))
     options = _env_options(policy, scorer, cfg)
     _check_env_fits(policy, env_name, options)
     torch.set_num_threads(1)  # the policy shares the cores with the env processes
@@ -192,7 +200,7 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
             aligner.imitated = [t for p in range(start) for t in _load_kept(out / "rounds" / f"{p:03d}")]
         for r in range(start, cfg.rounds):
             history.append(_round(r, policy, policy_dir, reference, aligner, scorer, truth, threshold, env_name,
-                                  options, method, cfg, demo_windows, out, progress))
+                                  options, method, cfg, demo_anchor, out, progress))
             _plot(before, None, history, out / "alignment.png")
         after, _ = evaluate(policy, "after")
     else:  # best-of-n: the unchanged policy acts through the method on the same held-out seeds
@@ -205,6 +213,7 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
         "policy": settings["policy"], "policy_overrides": overrides, "eval_seed": cfg.eval_seed, "before": before,
         "after": after,
         "rounds": history, **extra,
+        "anchor": demo_anchor.figures if demo_anchor is not None and method.anchor_weight > 0 else None,
         "drift": {"kl_per_step": drift.kl_per_step(policy, reference, held_out, cfg.seed),
                   "demo_nll": drift.demo_nll(policy, demo_windows, cfg.seed),
                   "demo_nll_reference": drift.demo_nll(reference, demo_windows, cfg.seed)},
@@ -223,7 +232,7 @@ def align(policy_dir: str | Path, env_name: str, scorer: Scorer, method: MethodC
 
 # ---- one round -----------------------------------------------------------------------------
 def _round(r, policy, policy_dir, reference, aligner, scorer, truth, threshold, env_name, options, method, cfg,
-           demo_windows, out, progress) -> dict:
+           demo_anchor, out, progress) -> dict:
     t0 = time.perf_counter()
     S, K = cfg.states, cfg.rollouts
     env_seeds = [cfg.train_seed(r, i) for i in range(S) for _ in range(K)]
@@ -256,7 +265,7 @@ def _round(r, policy, policy_dir, reference, aligner, scorer, truth, threshold, 
     pairs = preference_pairs(rollouts, cfg.top_m, cfg.margin, successful=cfg.pairs == "successful")
     torch.manual_seed(noise_seed(STREAM_LOSS, cfg.seed, r))  # draws inside the losses (anchors)
     generator = torch.Generator().manual_seed(noise_seed(STREAM_BATCHES, cfg.seed, r))
-    anchor = _anchor(aligner, demo_windows, [w for w, _ in pairs] or rollouts, generator)
+    anchor = make_anchor(aligner, demo_anchor, [w for w, _ in pairs] or rollouts, generator)
     stats = aligner.update(policy, reference, rollouts, pairs, anchor, generator)
     record = {"round": r, "seeds": [env_seeds[0], env_seeds[-1]], "episodes": len(rollouts),
               "score_mean": float(np.mean(scores)), "score_min": float(np.min(scores)),
@@ -323,22 +332,6 @@ def _choice_figures(choices: list[list[dict]], method) -> dict:
     return {"n": method.n, "lookahead": method.lookahead, "unfinished": method.unfinished, "chunks": len(picks),
             "chosen_minus_mean_score": float(np.mean(gains)) if gains else None,
             "chosen_share_not_first": float(np.mean([c["chosen"] != 0 for c in picks])) if picks else None}
-
-
-def _anchor(aligner, demo_windows, chosen: list[Rollout], generator):
-    """The imitation anchor as a function of the policy: the demos' training loss, or the
-    chosen rollouts' chunk NLL when no demos were given."""
-    if demo_windows is not None:
-        def on_demos(policy):
-            index = torch.randint(len(demo_windows), (64,), generator=generator)
-            return policy.compute_loss(demo_windows.batch(index, policy.device))
-        return on_demos
-    chunks = [c for r in chosen for c in r.chunks]
-
-    def on_chosen(policy):
-        pick = torch.randint(len(chunks), (min(64, len(chunks)),), generator=generator).tolist()
-        return aligner.chunk_nll(policy, [chunks[i] for i in pick])
-    return on_chosen
 
 
 def _figures(rollouts, env_name, scorer, truth, threshold, out, tag) -> dict:

@@ -55,6 +55,10 @@ class MethodConfig:
     # the loser's sum further than the winner's: the loss rises while nothing is preferred)
     reduce: str = "sum"
     anchor_weight: float = 0.0    # weight of the imitation anchor (demo windows if demos= is given, else chosen chunks)
+    # share of the demo windows the anchor draws from: those whose actions lead to the steps the
+    # learnt reward (scorer=reward) scores highest, so the anchor keeps the way to the goal and
+    # drops the stretches the person would not want (alignment/anchor.py); 1: every window
+    anchor_keep: float = 1.0
     grad_clip: float = 1.0        # max global gradient norm
     # dppo
     ft_denoising_steps: int = 3   # the last F denoising steps are fine-tuned (DPPO)
@@ -77,7 +81,8 @@ class MethodConfig:
 
     def __post_init__(self):
         checks = {"lr": self.lr > 0, "updates": self.updates >= 1, "batch": self.batch >= 1, "beta": self.beta > 0,
-                  "window": self.window >= 0, "anchor_weight": self.anchor_weight >= 0, "grad_clip": self.grad_clip > 0,
+                  "window": self.window >= 0, "anchor_weight": self.anchor_weight >= 0,
+                  "anchor_keep": 0 < self.anchor_keep <= 1, "grad_clip": self.grad_clip > 0,
                   "ft_denoising_steps": self.ft_denoising_steps >= 1, "clip_ratio": 0 < self.clip_ratio < 1,
                   "kl_coef": self.kl_coef >= 0, "gamma": 0 < self.gamma <= 1, "eta": 0 < self.eta <= 1,
                   "min_std": self.min_std > 0, "n": isinstance(self.n, int) and self.n >= 2,
@@ -90,7 +95,7 @@ class MethodConfig:
         if bad:
             raise RobalignError(f"bad alignment setting method.{bad[0]}={getattr(self, bad[0])!r}; allowed: lr, beta, "
                                 f"grad_clip, min_std > 0; window, anchor_weight, kl_coef >= 0; updates, batch, "
-                                f"ft_denoising_steps >= 1; 0 < clip_ratio < 1; 0 < gamma, eta <= 1; n: an int >= 2; lookahead: an int >= 0; "
+                                f"ft_denoising_steps >= 1; 0 < clip_ratio < 1; 0 < anchor_keep <= 1; 0 < gamma, eta <= 1; n: an int >= 2; lookahead: an int >= 0; "
                                 f"unfinished: prefix or whole; reduce: sum or mean; window_at: random or start; "
                                 f"successful_only, aggregate: true or false")
 

@@ -1,0 +1,94 @@
+"""The imitation anchor: the loss beside an update that keeps the policy near what it was taught.
+
+With demos= it is the demos' own training loss; without, the chosen rollouts' chunk NLL.
+
+A demo anchor keeps everything the demos do, including what the person does not want: on
+reach-around a third of the demos pass within 5 cm of the vase, and an anchored policy kept
+those close passes however well its search chose (README, Figures -> Alignment). With
+`method.anchor_keep` < 1 the anchor draws only from the demo windows whose actions lead to
+the steps the run's learnt reward scores highest, a filtered behaviour cloning of the
+demos: RAPL's per-frame optimal-transport costs say which stretch of a demo departs from
+what the person preferred, so the close pass is dropped while the start and the way to the
+goal, which every demo shares, stay.
+
+Glossary: F frames over all demo episodes (one window per frame), To observation steps,
+Hz action steps a window predicts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robalign.errors import RobalignError
+
+ANCHOR_BATCH = 64  # demo windows (or chosen chunks) per anchor evaluation
+
+
+class DemoAnchor:
+    """The demos' training loss over a subset of their windows (all of them by default)."""
+
+    def __init__(self, windows, index: torch.Tensor | None = None, figures: dict | None = None):
+        self.windows = windows
+        self.index = torch.arange(len(windows)) if index is None else index  # (K,) the windows drawn from
+        self.figures = figures or {"kept_share": 1.0}
+
+    def __call__(self, policy, generator: torch.Generator) -> torch.Tensor:
+        pick = self.index[torch.randint(len(self.index), (ANCHOR_BATCH,), generator=generator)]
+        return policy.compute_loss(self.windows.batch(pick, policy.device))
+
+
+def make_anchor(aligner, demo_anchor: DemoAnchor | None, chosen: list, generator: torch.Generator):
+    """The anchor as a function of the policy: the demos' loss, or the chosen rollouts' chunk NLL."""
+    if demo_anchor is not None:
+        return lambda policy: demo_anchor(policy, generator)
+    chunks = [c for r in chosen for c in r.chunks]
+
+    def on_chosen(policy):
+        pick = torch.randint(len(chunks), (min(ANCHOR_BATCH, len(chunks)),), generator=generator).tolist()
+        return aligner.chunk_nll(policy, [chunks[i] for i in pick])
+    return on_chosen
+
+
+def window_rewards(windows, step_rewards: torch.Tensor) -> torch.Tensor:
+    """(F,) per-step rewards of the demo frames -> (F,) each window's mean reward over the
+    steps its actions lead to: frames t .. t - To + Hz, cut at its episode's end."""
+    span = max(1, windows.horizon - windows.n_obs_steps + 1)
+    frames = torch.arange(len(windows))[:, None] + torch.arange(span)
+    end = windows.episode_end[:, None]
+    valid = frames <= end
+    values = step_rewards[frames.clamp(max=end)]
+    return (values * valid).sum(1) / valid.sum(1)
+
+
+def reward_filtered(windows, demos: str | Path, scorer, keep: float, progress: bool = False) -> DemoAnchor:
+    """A DemoAnchor over the `keep` share of demo windows the scorer's reward ranks highest."""
+    from tqdm.auto import tqdm
+
+    from robalign.rewards.data import demos_from_dataset
+
+    from .scorers import RewardScorer
+
+    if not isinstance(scorer, RewardScorer):
+        raise RobalignError(f"method.anchor_keep={keep} ranks the demo steps by a learnt reward's per-step "
+                            f"rewards; the scorer is {scorer.describe()}: use scorer=reward reward=PATH, or set "
+                            f"method.anchor_keep=1")
+    episodes = list(demos_from_dataset(demos, max_episodes=windows.num_episodes).values())
+    lengths = [int(n) for n in torch.unique_consecutive(windows.episode_start, return_counts=True)[1]]
+    if [len(t) for t in episodes] != lengths:
+        raise RobalignError(f"demos={str(demos)!r}: its video has episodes of {[len(t) for t in episodes][:5]}... "
+                            f"frames but its table {lengths[:5]}...; re-record the demos")
+    rewards = [torch.as_tensor(scorer.step_rewards(t), dtype=torch.float64)
+               for t in tqdm(episodes, desc="score demo steps", unit="episode", disable=not progress, leave=False)]
+    per_window = window_rewards(windows, torch.cat(rewards))
+    threshold = float(torch.quantile(per_window, 1.0 - keep))
+    index = torch.nonzero(per_window >= threshold)[:, 0]
+    modes = np.asarray(windows.modes)
+    kept = np.zeros(len(windows), dtype=bool)
+    kept[index.numpy()] = True
+    figures = {"kept_share": float(kept.mean()), "kept_windows": int(kept.sum()), "windows": len(windows),
+               "threshold": threshold,
+               "kept_share_by_mode": {str(m): float(kept[modes == m].mean()) for m in sorted(set(modes))}}
+    return DemoAnchor(windows, index, figures)
