@@ -599,7 +599,8 @@ def test_window_rewards_average_the_steps_each_windows_actions_lead_to():
 @pytest.mark.slow
 def test_reward_filtered_anchor_draws_only_the_windows_the_reward_ranks_highest(pretrained, tmp_path):
     """method.anchor_keep: the anchor's windows are the top share by the learnt reward's
-    per-step rewards (a demo matched against itself scores best), and only those are drawn."""
+    per-step rewards; a demo that is one of the reward's references is scored against the
+    others, not against itself; only the kept windows are drawn."""
     from robalign.alignment.anchor import DemoAnchor, reward_filtered, window_rewards
     from robalign.alignment.loop import _demo_windows
     from robalign.alignment.scorers import RewardScorer
@@ -609,22 +610,33 @@ def test_reward_filtered_anchor_draws_only_the_windows_the_reward_ranks_highest(
 
     demos = pretrained / "demos"
     episodes = list(demos_from_dataset(demos).values())
+    assert len(episodes) == 3
     torch.manual_seed(0)
     model = make_reward(fit_to_backbone(RewardConfig(method="rapl", frame_stride=1)))
-    model.demos = [model.frame_features(episodes[0])]  # its one reference: demo 0 itself
+    references = [model.frame_features(t) for t in episodes[:2]]  # demos 0 and 1; demo 2 is not one
+    model.demos = references
     model.save_pretrained(tmp_path / "rapl")
     scorer = RewardScorer(str(tmp_path / "rapl"))
     policy = load_policy(pretrained / "pt" / "policy")
     windows = _demo_windows(policy, demos)
     anchor = reward_filtered(windows, demos, scorer, keep=0.5)
-    per_window = window_rewards(windows, torch.cat([torch.as_tensor(scorer.step_rewards(t)) for t in episodes]))
+    assert anchor.figures["scored_without_itself"] == 2
+
+    def rewards(t, refs):
+        scorer.model.demos = refs
+        return torch.as_tensor(scorer.step_rewards(t))
+
+    own = [rewards(episodes[0], references[1:]), rewards(episodes[1], references[:1]), rewards(episodes[2], references)]
+    assert rewards(episodes[0], references).sum() > own[0].sum()  # against itself it would score higher
+    per_window = window_rewards(windows, torch.cat(own))
     kept = torch.zeros(len(windows), dtype=torch.bool)
     kept[anchor.index] = True
     assert anchor.figures["kept_windows"] == int(kept.sum()) and abs(kept.float().mean() - 0.5) <= 1 / len(windows)
     assert per_window[kept].min() >= per_window[~kept].max()
-    first = windows.episode_start == 0
-    assert kept[first].float().mean() > kept[~first].float().mean()  # the reference's own windows rank first
     assert set(anchor.figures["kept_share_by_mode"]) == set(windows.episode_modes)
+    scorer.model.demos = references[:1]  # the only reference is an anchor demo: nothing to rank it against
+    with pytest.raises(RobalignError, match="only OT reference is a demo of the anchor"):
+        reward_filtered(windows, demos, scorer, keep=0.5)
     # the anchor's loss is the policy's training loss on the drawn windows, and only those
     one = DemoAnchor(windows, torch.tensor([int(anchor.index[0])]))
     torch.manual_seed(1)

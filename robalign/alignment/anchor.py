@@ -3,13 +3,14 @@
 With demos= it is the demos' own training loss; without, the chosen rollouts' chunk NLL.
 
 A demo anchor keeps everything the demos do, including what the person does not want: on
-reach-around a third of the demos pass within 5 cm of the vase, and an anchored policy kept
+reach-around more than half of the demos pass within 5 cm of the vase, and an anchored policy kept
 those close passes however well its search chose (README, Figures -> Alignment). With
 `method.anchor_keep` < 1 the anchor draws only from the demo windows whose actions lead to
 the steps the run's learnt reward scores highest, a filtered behaviour cloning of the
 demos: RAPL's per-frame optimal-transport costs say which stretch of a demo departs from
 what the person preferred, so the close pass is dropped while the start and the way to the
-goal, which every demo shares, stay.
+goal, which every demo shares, stay. A demo that is one of the reward's own OT references
+is scored against the others (leave-one-out).
 
 Glossary: F frames over all demo episodes (one window per frame), To observation steps,
 Hz action steps a window predicts.
@@ -17,6 +18,7 @@ Hz action steps a window predicts.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -80,8 +82,11 @@ def reward_filtered(windows, demos: str | Path, scorer, keep: float, progress: b
     if [len(t) for t in episodes] != lengths:
         raise RobalignError(f"demos={str(demos)!r}: its video has episodes of {[len(t) for t in episodes][:5]}... "
                             f"frames but its table {lengths[:5]}...; re-record the demos")
-    rewards = [torch.as_tensor(scorer.step_rewards(t), dtype=torch.float64)
-               for t in tqdm(episodes, desc="score demo steps", unit="episode", disable=not progress, leave=False)]
+    rewards, left_out = [], 0
+    for t in tqdm(episodes, desc="score demo steps", unit="episode", disable=not progress, leave=False):
+        with _without_itself(scorer.model, t) as found:
+            rewards.append(torch.as_tensor(scorer.step_rewards(t), dtype=torch.float64))
+            left_out += found
     per_window = window_rewards(windows, torch.cat(rewards))
     threshold = float(torch.quantile(per_window, 1.0 - keep))
     index = torch.nonzero(per_window >= threshold)[:, 0]
@@ -89,6 +94,30 @@ def reward_filtered(windows, demos: str | Path, scorer, keep: float, progress: b
     kept = np.zeros(len(windows), dtype=bool)
     kept[index.numpy()] = True
     figures = {"kept_share": float(kept.mean()), "kept_windows": int(kept.sum()), "windows": len(windows),
-               "threshold": threshold,
+               "threshold": threshold, "scored_without_itself": left_out,
                "kept_share_by_mode": {str(m): float(kept[modes == m].mean()) for m in sorted(set(modes))}}
     return DemoAnchor(windows, index, figures)
+
+
+@contextlib.contextmanager
+def _without_itself(model, trajectory):
+    """An OT reward whose references include this demo (trained with demos=) would match it
+    against itself at no cost, and every such demo would rank first: while scoring it, the
+    reward's references leave it out (leave-one-out). Yields 1 when it was left out, else 0."""
+    references = getattr(model, "demos", None)
+    if not references:
+        yield 0
+        return
+    feats = model.frame_features(trajectory)
+    others = [d for d in references if not (d.shape == feats.shape and torch.allclose(d, feats, atol=1e-5))]
+    if len(others) == len(references):
+        yield 0
+        return
+    if not others:
+        raise RobalignError("the reward's only OT reference is a demo of the anchor: it cannot rank that demo "
+                            "against anything else; train the reward with more references (demos_top=K or demos=)")
+    model.demos = others
+    try:
+        yield 1
+    finally:
+        model.demos = references
