@@ -3,14 +3,15 @@
 With demos= it is the demos' own training loss; without, the chosen rollouts' chunk NLL.
 
 A demo anchor keeps everything the demos do, including what the person does not want: on
-reach-around more than half of the demos pass within 5 cm of the vase, and an anchored policy kept
-those close passes however well its search chose (README, Figures -> Alignment). With
+reach-around more than half of the demos pass within 5 cm of the vase. With
 `method.anchor_keep` < 1 the anchor draws only from the demo windows whose actions lead to
 the steps the run's learnt reward scores highest, a filtered behaviour cloning of the
 demos: RAPL's per-frame optimal-transport costs say which stretch of a demo departs from
-what the person preferred, so the close pass is dropped while the start and the way to the
-goal, which every demo shares, stay. A demo that is one of the reward's own OT references
-is scored against the others (leave-one-out).
+what the person preferred, so as to drop a close pass and keep the start and the way to
+the goal, which every demo shares. A demo that is one of the reward's own OT references
+is scored against the others (leave-one-out). Measured on reach-around (README, Figures ->
+Alignment): no gain at keep 0.5, a loss at 0.3; even an oracle's filter (only the demos that
+keep clear) moved an anchored round by one episode in 40.
 
 Glossary: F frames over all demo episodes (one window per frame), To observation steps,
 Hz action steps a window predicts.

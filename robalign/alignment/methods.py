@@ -56,8 +56,8 @@ class MethodConfig:
     reduce: str = "sum"
     anchor_weight: float = 0.0    # weight of the imitation anchor (demo windows if demos= is given, else chosen chunks)
     # share of the demo windows the anchor draws from: those whose actions lead to the steps the
-    # learnt reward (scorer=reward) scores highest, so the anchor keeps the way to the goal and
-    # drops the stretches the person would not want (alignment/anchor.py); 1: every window
+    # learnt reward (scorer=reward) scores highest, meant to keep the way to the goal and drop
+    # the stretches the person would not want (alignment/anchor.py); 1: every window
     anchor_keep: float = 1.0
     grad_clip: float = 1.0        # max global gradient norm
     # dppo
