@@ -85,31 +85,31 @@ def reward_filtered(windows, demos: str | Path, scorer, keep: float, progress: b
                             f"frames but its table {lengths[:5]}...; re-record the demos")
     rewards, left_out = [], 0
     for t in tqdm(episodes, desc="score demo steps", unit="episode", disable=not progress, leave=False):
-        with _without_itself(scorer.model, t) as found:
-            rewards.append(torch.as_tensor(scorer.step_rewards(t), dtype=torch.float64))
+        # the backbone runs once per demo: the leave-one-out check and the scoring share its features
+        feats = scorer.model.frame_features(t) if scorer.model.visual else None
+        with _without_itself(scorer.model, feats) as found:
+            rewards.append(torch.as_tensor(scorer.step_rewards(t, features=feats), dtype=torch.float64))
             left_out += found
     per_window = window_rewards(windows, torch.cat(rewards))
     threshold = float(torch.quantile(per_window, 1.0 - keep))
-    index = torch.nonzero(per_window >= threshold)[:, 0]
+    kept = (per_window >= threshold).numpy()
     modes = np.asarray(windows.modes)
-    kept = np.zeros(len(windows), dtype=bool)
-    kept[index.numpy()] = True
     figures = {"kept_share": float(kept.mean()), "kept_windows": int(kept.sum()), "windows": len(windows),
                "threshold": threshold, "scored_without_itself": left_out,
                "kept_share_by_mode": {str(m): float(kept[modes == m].mean()) for m in sorted(set(modes))}}
-    return DemoAnchor(windows, index, figures)
+    return DemoAnchor(windows, torch.from_numpy(np.flatnonzero(kept)), figures)
 
 
 @contextlib.contextmanager
-def _without_itself(model, trajectory):
+def _without_itself(model, feats: torch.Tensor | None):
     """An OT reward whose references include this demo (trained with demos=) would match it
-    against itself at no cost, and every such demo would rank first: while scoring it, the
-    reward's references leave it out (leave-one-out). Yields 1 when it was left out, else 0."""
+    against itself at no cost, and every such demo would rank first: while scoring it (its
+    frame features `feats`), the reward's references leave it out (leave-one-out). Yields 1
+    when it was left out, else 0."""
     references = getattr(model, "demos", None)
-    if not references:
+    if not references or feats is None:
         yield 0
         return
-    feats = model.frame_features(trajectory)
     others = [d for d in references if not (d.shape == feats.shape and torch.allclose(d, feats, atol=1e-5))]
     if len(others) == len(references):
         yield 0

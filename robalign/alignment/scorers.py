@@ -115,12 +115,13 @@ class RewardScorer(Scorer):
     def __reduce__(self):  # to a worker process: its checkpoint path (it loads the weights there)
         return RewardScorer, (self.path,)
 
-    def step_rewards(self, trajectory, score=None, prefix: bool = False):
+    def step_rewards(self, trajectory, score=None, prefix: bool = False, features=None):
+        """`features`: the trajectory's frame features when already computed (model.frame_features)."""
         drawn = trajectory.provenance.get("robot_meshes")
         if self.look is not None and drawn is not None and drawn != self.look:
             raise ScoringError(f"{self.name} learnt from frames with ROBALIGN_ROBOT_MESHES={self.look}; the "
                                f"episode with seed {trajectory.provenance.get('seed')} was drawn with {drawn}")
-        return _checked(self.name, lambda t: self.model.reward(t, prefix=prefix), trajectory)
+        return _checked(self.name, lambda t: self.model.reward(t, features=features, prefix=prefix), trajectory)
 
     def score(self, trajectories, log_likelihoods=None):
         return np.array([float(self.step_rewards(t).sum()) for t in trajectories])
