@@ -286,7 +286,15 @@ def test_expert_iteration_imitates_only_the_kept_episodes():
     assert stats["kept"] == 2 and stats["windows"] == 24 and stats["kept_score_mean"] == 1.5
     assert len(seen) == 4 and all(b.shape == (16, 8, A) and torch.all(b == 0.5) for b in seen)
     assert any(not torch.equal(before[k], v) for k, v in policy.state_dict().items())
-    assert aligner.update(policy, None, rollouts, [], None, None) == {"kept": 0, "loss": None, "dropped_failed": 0}
+    assert aligner.update(policy, None, rollouts, [], None, None) == {"kept": 0, "loss": None, "dropped_failed": 0,
+                                                                       "dropped_below_top": 0}
+    # top_share: the best kept episodes across states; state 0's (score 1.0) is below state 1's
+    top = make_aligner(MethodConfig(name="expert-iteration", lr=1e-3, updates=1, batch=2, top_share=0.5))
+    stats = top.update(policy, None, rollouts, preference_pairs(rollouts, 1), None, torch.Generator().manual_seed(0))
+    assert stats["kept"] == 1 and stats["dropped_below_top"] == 1 and stats["kept_score_mean"] == 2.0
+    assert [t.action[0, 0] for t in top.kept] == [0.5] and top.kept[0] is rollouts[2].trajectory
+    with pytest.raises(RobalignError, match="method.top_share=0"):
+        MethodConfig(name="expert-iteration", top_share=0)
     # successful_only: a kept episode that failed the task is not imitated
     rollouts[2].trajectory.success = False  # state 1's chosen episode
     filtered = make_aligner(MethodConfig(name="expert-iteration", lr=1e-3, updates=2, batch=2, successful_only=True))
@@ -576,6 +584,9 @@ def test_align_refuses_bad_settings(tmp_path):
     with pytest.raises(RobalignError, match="anchor_keep=0.5 filters the demos' anchor: it needs demos=PATH"):
         main(["align", f"policy={tmp_path / 'nothing'}", "scorer=objective", "objective=clearance",
               "method.anchor_keep=0.5", f"output_dir={tmp_path / 'out'}"])
+    with pytest.raises(RobalignError, match="unknown setting 'method.top_share' for `robalign align`"):  # tpo's
+        main(["align", "method=tpo", f"policy={tmp_path / 'nothing'}", "scorer=objective", "objective=clearance",
+              "method.top_share=0.5", f"output_dir={tmp_path / 'out'}"])
     assert not (tmp_path / "out").exists()
 
 

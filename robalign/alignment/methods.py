@@ -23,6 +23,7 @@ length, A action size, N denoising steps, F fine-tuned denoising steps.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import ClassVar
 
 import numpy as np
@@ -78,6 +79,11 @@ class MethodConfig:
     # dataset): 16 episodes a round are few beside the demos' anchor, and what an earlier
     # round's search found is not forgotten by the next round's fresh optimiser
     aggregate: bool = False
+    # imitate only this share of the states' kept episodes: those the scorer rates highest
+    # across the round's states, a global threshold as in ReST's filtered behaviour cloning.
+    # A state's best is not always good: on reach-around RAPL's best of 2 kept clear in 81% of
+    # 64 states, its top half in 97% (README); 1: every state's
+    top_share: float = 1.0
 
     def __post_init__(self):
         checks = {"lr": self.lr > 0, "updates": self.updates >= 1, "batch": self.batch >= 1, "beta": self.beta > 0,
@@ -90,12 +96,12 @@ class MethodConfig:
                   "unfinished": self.unfinished in ("prefix", "whole"), "reduce": self.reduce in ("sum", "mean"),
                   "window_at": self.window_at in ("random", "start"),
                   "successful_only": isinstance(self.successful_only, bool),
-                  "aggregate": isinstance(self.aggregate, bool)}
+                  "aggregate": isinstance(self.aggregate, bool), "top_share": 0 < self.top_share <= 1}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise RobalignError(f"bad alignment setting method.{bad[0]}={getattr(self, bad[0])!r}; allowed: lr, beta, "
                                 f"grad_clip, min_std > 0; window, anchor_weight, kl_coef >= 0; updates, batch, "
-                                f"ft_denoising_steps >= 1; 0 < clip_ratio < 1; 0 < anchor_keep <= 1; 0 < gamma, eta <= 1; n: an int >= 2; lookahead: an int >= 0; "
+                                f"ft_denoising_steps >= 1; 0 < clip_ratio < 1; 0 < anchor_keep <= 1; 0 < top_share <= 1; 0 < gamma, eta <= 1; n: an int >= 2; lookahead: an int >= 0; "
                                 f"unfinished: prefix or whole; reduce: sum or mean; window_at: random or start; "
                                 f"successful_only, aggregate: true or false")
 
@@ -399,12 +405,17 @@ class ExpertIteration(Aligner):
         if self.cfg.successful_only:  # the scorer's best of a state can still fail; imitating it teaches that
             succeeded = [w for w in kept if w.trajectory.success]
             kept, dropped = succeeded, len(kept) - len(succeeded)
+        below = 0
+        if self.cfg.top_share < 1 and kept:  # the best across states, in state order
+            best = sorted(range(len(kept)), key=lambda i: -kept[i].score)[:math.ceil(self.cfg.top_share * len(kept))]
+            below = len(kept) - len(best)
+            kept = [kept[i] for i in sorted(best)]
         self.kept = [r.trajectory for r in kept]
         episodes = (self.imitated if self.cfg.aggregate else []) + self.kept
         if self.cfg.aggregate:
             self.imitated = episodes
         if not episodes:
-            return {"kept": 0, "loss": None, "dropped_failed": dropped}
+            return {"kept": 0, "loss": None, "dropped_failed": dropped, "dropped_below_top": below}
         c = policy.config
         windows = DemoWindows.from_trajectories(episodes, type(policy).input_keys(c),
                                                 c.n_obs_steps, type(policy).window_horizon(c))
@@ -419,7 +430,7 @@ class ExpertIteration(Aligner):
                 anchors.append(float(anchor_loss.detach()))
                 loss = loss + self.cfg.anchor_weight * anchor_loss
             _step(optimizer, policy, loss, self.cfg.grad_clip)
-        return {"kept": len(kept), "dropped_failed": dropped, "imitated": len(episodes),
+        return {"kept": len(kept), "dropped_failed": dropped, "dropped_below_top": below, "imitated": len(episodes),
                 "kept_success": float(np.mean([r.trajectory.success for r in kept])) if kept else None,
                 "kept_score_mean": float(np.mean([r.score for r in kept])) if kept else None, "windows": len(windows),
                 "loss": float(np.mean(losses)), "loss_first": losses[0], "loss_last": losses[-1],
