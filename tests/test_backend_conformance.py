@@ -210,7 +210,10 @@ def test_hold_keeps_the_arm_still(robot):
         if waited >= 0.5 and np.allclose(now, before, atol=1e-4):
             break
         before = now
-    assert 0.03 < np.abs(before - q0).max() < 0.15  # it moved, and braked near where the stream was heading (0.09)
+    # It moved, and braked near where the stream was heading (0.09 on a free loop), never past
+    # the furthest target streamed (0.15): a starved test thread can stream past the ramp's
+    # end before hold() (CI once held at exactly 0.15).
+    assert 0.03 < np.abs(before - q0).max() <= 0.15 + 1e-9
     robot.wait(0.3)
     after = robot.read_state()
     assert after.mode == HOLDING
