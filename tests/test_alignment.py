@@ -434,6 +434,9 @@ def test_align_end_to_end(pretrained, tmp_path):
     first = saved["rounds"][0]
     assert len(first["episode_scores"]) == 4 and max(first["episode_scores"]) == first["score_max"]
     assert first["episode_scores"] == first["episode_objective_values"]  # the scorer is the objective itself
+    assert len(first["episode_success"]) == 4 and np.mean(first["episode_success"]) == first["success_rate"]
+    assert set(first["episode_modes"]) <= {"left", "right", "over"}  # reach-around's modes, one per episode
+    assert len(first["episode_modes"]) == 4
     assert saved["rounds"][0]["update"]["loss_first"] == pytest.approx(math.log(2), abs=0.2)
     assert saved["drift"]["kl_per_step"] > 0 and saved["drift"]["demo_nll"] is not None
     assert saved["before"]["drift"]["kl_per_step"] == 0.0
@@ -875,6 +878,9 @@ def test_expert_iteration_distils_best_of_n_through_the_loop_in_any_launcher(pre
     pooled = main(args(tmp_path / "pooled", "launcher=vector", "num_envs=2"))
     assert [r["objective_mean"] for r in pooled["rounds"]] == [r["objective_mean"] for r in serial["rounds"]]
     assert pooled["after"] == serial["after"]
+    modes = [r["episode_modes"] for r in serial["rounds"]]  # read from the info the workers send back
+    assert [r["episode_modes"] for r in pooled["rounds"]] == modes
+    assert {m for ms in modes for m in ms} <= {"left", "right", "over"}
     with pytest.raises(RobalignError, match="anchor.*give demos=PATH, or set method.anchor_weight=0"):
         main(args(tmp_path / "anchored", "method.anchor_weight=1"))
     assert not (tmp_path / "anchored").exists()

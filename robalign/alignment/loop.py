@@ -267,6 +267,9 @@ def _round(r, policy, policy_dir, reference, aligner, scorer, truth, threshold, 
     generator = torch.Generator().manual_seed(noise_seed(STREAM_BATCHES, cfg.seed, r))
     anchor = make_anchor(aligner, demo_anchor, [w for w, _ in pairs] or rollouts, generator)
     stats = aligner.update(policy, reference, rollouts, pairs, anchor, generator)
+    import robalign.envs as envs
+
+    classify = envs.env_class(env_name).behaviour_mode
     record = {"round": r, "seeds": [env_seeds[0], env_seeds[-1]], "episodes": len(rollouts),
               "score_mean": float(np.mean(scores)), "score_min": float(np.min(scores)),
               "score_max": float(np.max(scores)), "success_rate": float(np.mean([t.success for t in trajectories])),
@@ -275,11 +278,16 @@ def _round(r, policy, policy_dir, reference, aligner, scorer, truth, threshold, 
               # the pairs were formed from, and whether a state's rollouts tied
               "episode_scores": [float(s) for s in scores],
               "episode_objective_values": None if true_values is None else [float(v) for v in true_values],
+              # and each episode's success and behaviour mode: which layouts a round's picks came
+              # from is otherwise lost (on mug-grasp they clustered by the handle's heading)
+              "episode_success": [bool(t.success) for t in trajectories],
+              "episode_modes": [classify(t) for t in trajectories],
               "update": stats, "seconds": round(time.perf_counter() - t0, 1)}
     _save_round(out, r, policy, record, getattr(aligner, "kept", None))
     if progress:
         shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in record.items()
-                 if k not in ("update", "episode_scores", "episode_objective_values")}
+                 if k not in ("update", "episode_scores", "episode_objective_values", "episode_success",
+                              "episode_modes")}
         print(f"round {r}: {shown}", flush=True)
     return record
 
