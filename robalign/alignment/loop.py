@@ -286,8 +286,7 @@ def _round(r, policy, policy_dir, reference, aligner, scorer, truth, threshold, 
     _save_round(out, r, policy, record, getattr(aligner, "kept", None))
     if progress:
         shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in record.items()
-                 if k not in ("update", "episode_scores", "episode_objective_values", "episode_success",
-                              "episode_modes")}
+                 if k != "update" and not k.startswith("episode_")}  # per-episode lists: in round.json
         print(f"round {r}: {shown}", flush=True)
     return record
 
