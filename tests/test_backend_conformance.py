@@ -102,10 +102,11 @@ def test_connect_reports_a_finite_idle_state(robot):
     assert math.isfinite(s.t) and abs(s.t - robot.clock()) < 0.5
 
 
-# This test checks tracking, not the watchdog (the next test does): a 1 s hold leaves the test
-# thread room to wake late. With COMMON's 0.3 s, a fresh-clone CI run on 2 cores once ended
-# this stream HOLDING against franka-sim: the watchdog saw no accepted command for 0.3 s,
-# which here only a late-waking submitter (or its late, refused targets) can cause.
+# This test checks tracking, not the watchdog (test_watchdog_holds_then_stops_... does): a 1 s
+# hold leaves the test thread room to wake late. With COMMON's 0.3 s, a fresh-clone CI run on
+# 2 cores once ended this stream HOLDING against franka-sim: the watchdog saw no accepted
+# command for 0.3 s, which here only a late-waking submitter (or its late, refused targets)
+# can cause.
 @pytest.mark.robot_settings(hold_after_periods=10.0)
 def test_streams_a_motion_and_tracks_it(robot):
     robot, episodes = robot
