@@ -23,6 +23,7 @@ from robalign.alignment.scorers import GrapeScorer, ObjectiveScorer, ScoringErro
 from robalign.cli import VERBS, compose
 from robalign.errors import RobalignError, UnknownNameError
 from robalign.policies import make_policy
+from robalign.policies.data import DemoWindows
 from robalign.types import Trajectory
 
 S, E, A = 16, 10, 7
@@ -307,6 +308,45 @@ def test_expert_iteration_imitates_only_the_kept_episodes():
     sizes = [growing.update(policy, None, rollouts, preference_pairs(rollouts, 1), None, torch.Generator())
              for _ in range(3)]
     assert [(x["kept"], x["imitated"], x["windows"]) for x in sizes] == [(2, 2, 24), (2, 4, 48), (2, 6, 72)]
+
+
+def test_kept_timestep_floor_imitates_the_kept_episodes_only_at_high_noise():
+    """With method.kept_timestep_floor the kept episodes' loss draws diffusion timesteps from
+    the floor up, and the demos' anchor keeps every timestep; a policy without the knob is refused."""
+    policy = diffusion()
+    T = policy.config.num_train_timesteps
+    g = np.random.default_rng(0)
+    batch = {"state": torch.as_tensor(g.normal(size=(6, 2, S)), dtype=torch.float32),
+             "environment_state": torch.as_tensor(g.normal(size=(6, 2, E)), dtype=torch.float32),
+             "action": torch.as_tensor(g.uniform(-1, 1, size=(6, 8, A)), dtype=torch.float32)}
+    drawn = []
+    denoise = policy.denoise_loss
+    policy.denoise_loss = lambda obs, actions, noise, t, pad=None: (drawn.append(t), denoise(obs, actions, noise, t, pad))[1]
+    torch.manual_seed(0)
+    for _ in range(20):
+        policy.compute_loss(batch, timestep_floor=0.6)
+    floored = torch.cat(drawn)
+    assert floored.min() >= round(0.6 * T) and floored.max() == T - 1  # [60%, 100%) of the schedule, both ends reached
+    drawn.clear()
+    for _ in range(20):
+        policy.compute_loss(batch)
+    assert torch.cat(drawn).min() < round(0.6 * T)  # no floor: low timesteps too
+
+    aligner = make_aligner(MethodConfig(name="expert-iteration", lr=1e-3, updates=3, batch=2, anchor_weight=1.0,
+                                        kept_timestep_floor=0.6))
+    aligner.check(policy)
+    drawn.clear()
+    windows = DemoWindows.from_trajectories(
+        [Trajectory(state=g.normal(size=(12, S)).astype(np.float32), action=np.full((12, A), 0.5, np.float32),
+                    instruction="x", success=True, env_state=g.normal(size=(12, E)).astype(np.float32))],
+        ("state", "environment_state"), 2, 8)
+    aligner.imitate(policy, windows, lambda p: p.compute_loss(batch), torch.Generator().manual_seed(0))
+    kept, anchor = torch.cat(drawn[0::2]), torch.cat(drawn[1::2])  # each update: the kept loss, then the anchor
+    assert len(drawn) == 6 and kept.min() >= round(0.6 * T) and anchor.min() < round(0.6 * T)
+    with pytest.raises(RobalignError, match="kept_timestep_floor=0.3 limits a diffusion policy's.*vla"):
+        make_aligner(MethodConfig(name="expert-iteration", kept_timestep_floor=0.3)).check(vla())
+    with pytest.raises(RobalignError, match="method.kept_timestep_floor=1"):
+        MethodConfig(name="expert-iteration", kept_timestep_floor=1)
 
 
 def test_kept_episodes_round_trip_bit_for_bit(tmp_path):

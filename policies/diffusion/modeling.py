@@ -111,10 +111,17 @@ class DiffusionPolicy(Policy):
         keep = (~action_is_pad).float()
         return (err * keep).sum(-1) / keep.sum(-1).clamp(min=1)
 
-    def compute_loss(self, batch: dict) -> torch.Tensor:
+    def compute_loss(self, batch: dict, timestep_floor: float = 0.0) -> torch.Tensor:
+        """Mean denoising loss at timesteps drawn uniformly from [timestep_floor x T, T).
+
+        A floor > 0 teaches the coarse shape of the chunks (where the arm goes) and leaves the
+        last, fine denoising steps as they were: what expert iteration wants from the policy's
+        own samples, whose fine structure the pretrained denoiser already reads as noise
+        (README, Figures -> Alignment)."""
         actions = batch["action"]
         noise = torch.randn_like(actions, dtype=torch.float32)
-        t = torch.randint(0, self.config.num_train_timesteps, (actions.shape[0],), device=actions.device)
+        T = self.config.num_train_timesteps
+        t = torch.randint(min(int(round(timestep_floor * T)), T - 1), T, (actions.shape[0],), device=actions.device)
         return self.denoise_loss(batch, actions, noise, t, batch.get("action_is_pad")).mean()
 
     # ---- sampling ----------------------------------------------------------------------
