@@ -349,25 +349,6 @@ def test_kept_timestep_floor_imitates_the_kept_episodes_only_at_high_noise():
         MethodConfig(name="expert-iteration", kept_timestep_floor=1)
 
 
-def test_expert_iteration_lr_schedule_cosine_decays_to_zero_over_the_round(monkeypatch):
-    import robalign.alignment.methods as methods
-
-    seen, step = [], methods._step
-    monkeypatch.setattr(methods, "_step", lambda opt, *a: (seen.append(opt.param_groups[0]["lr"]), step(opt, *a)))
-    g = np.random.default_rng(0)
-    windows = DemoWindows.from_trajectories(
-        [Trajectory(state=g.normal(size=(12, S)).astype(np.float32), action=np.zeros((12, A), np.float32),
-                    instruction="x", success=True, env_state=g.normal(size=(12, E)).astype(np.float32))],
-        ("state", "environment_state"), 2, 8)
-    for schedule, expected in (("cosine", [1.0, 0.854, 0.5, 0.146]), ("constant", [1.0] * 4)):
-        seen.clear()
-        aligner = make_aligner(MethodConfig(name="expert-iteration", lr=1e-3, updates=4, batch=1, lr_schedule=schedule))
-        aligner.imitate(diffusion(), windows, None, torch.Generator().manual_seed(0))
-        assert np.allclose(seen, np.array(expected) * 1e-3, atol=1e-6), (schedule, seen)
-    with pytest.raises(RobalignError, match="method.lr_schedule='linear'.*lr_schedule: constant or cosine"):
-        MethodConfig(name="expert-iteration", lr_schedule="linear")
-
-
 def test_kept_episodes_round_trip_bit_for_bit(tmp_path):
     """What a round imitated is saved with it; a resumed aggregate run imitates the same arrays."""
     from robalign.alignment.loop import load_episodes, save_episodes

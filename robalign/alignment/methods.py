@@ -91,10 +91,6 @@ class MethodConfig:
     # scores 7-8x worse than the demos' at t < 15 and 1.7x at t >= 60 (mug-grasp, README):
     # imitating them at every t teaches the last denoising steps to leave that in; 0: all t
     kept_timestep_floor: float = 0.0
-    # expert-iteration: the round's learning rate, constant, or cosine from lr to 0 over its
-    # updates (as pretraining ends): the last steps then move the weights little, so the
-    # round's policy depends less on which windows its last batches drew
-    lr_schedule: str = "constant"
 
     def __post_init__(self):
         checks = {"lr": self.lr > 0, "updates": self.updates >= 1, "batch": self.batch >= 1, "beta": self.beta > 0,
@@ -108,15 +104,14 @@ class MethodConfig:
                   "window_at": self.window_at in ("random", "start"),
                   "successful_only": isinstance(self.successful_only, bool),
                   "aggregate": isinstance(self.aggregate, bool), "top_share": 0 < self.top_share <= 1,
-                  "kept_timestep_floor": 0 <= self.kept_timestep_floor < 1,
-                  "lr_schedule": self.lr_schedule in ("constant", "cosine")}
+                  "kept_timestep_floor": 0 <= self.kept_timestep_floor < 1}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise RobalignError(f"bad alignment setting method.{bad[0]}={getattr(self, bad[0])!r}; allowed: lr, beta, "
                                 f"grad_clip, min_std > 0; window, anchor_weight, kl_coef >= 0; updates, batch, "
                                 f"ft_denoising_steps >= 1; 0 < clip_ratio < 1; 0 < anchor_keep <= 1; 0 < top_share <= 1; 0 <= kept_timestep_floor < 1; 0 < gamma, eta <= 1; n: an int >= 2; lookahead: an int >= 0; "
                                 f"unfinished: prefix or whole; reduce: sum or mean; window_at: random or start; "
-                                f"lr_schedule: constant or cosine; successful_only, aggregate: true or false")
+                                f"successful_only, aggregate: true or false")
 
 
 class Aligner:
@@ -445,8 +440,6 @@ class ExpertIteration(Aligner):
         """`method.updates` steps of the policy's training loss on `windows` (a DemoWindows),
         the anchor beside it; apart from update() so a benchmark can re-imitate a saved round."""
         optimizer = self._optimizer(policy)
-        decay = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.cfg.updates)
-                 if self.cfg.lr_schedule == "cosine" else None)
         losses, anchors = [], []
         for _ in range(self.cfg.updates):
             index = torch.randint(len(windows), (self.cfg.batch * 8,), generator=generator)
@@ -459,8 +452,6 @@ class ExpertIteration(Aligner):
                 anchors.append(float(anchor_loss.detach()))
                 loss = loss + self.cfg.anchor_weight * anchor_loss
             _step(optimizer, policy, loss, self.cfg.grad_clip)
-            if decay is not None:
-                decay.step()
         return {"windows": len(windows), "loss": float(np.mean(losses)), "loss_first": losses[0],
                 "loss_last": losses[-1], "anchor": float(np.mean(anchors)) if anchors else None}
 
