@@ -13,6 +13,7 @@ imitation's settings can be compared on the same kept episodes.
         --out runs/mug/imitation/default
     python benchmarks/imitation.py ... --imitate demos --out runs/mug/imitation/demos-control
     python benchmarks/imitation.py ... --set lr=3e-5 anchor_weight=1 --out runs/mug/imitation/lr3e-5-anchor1
+    python benchmarks/imitation.py ... --set kept_windows=chunk --out runs/mug/imitation/chunk-windows
 
 Writes OUT/policy, OUT/imitation.json (the settings and the update's figures) and OUT/eval
 (`robalign eval`'s metrics.json and episodes.json); prints success, the objective's
@@ -50,6 +51,8 @@ def main() -> None:
     parser.add_argument("--imitate", choices=["kept", "demos", "rollouts"], default="kept",
                         help="the kept episodes; the demos (the control: what a round's optimiser does alone); or "
                              "the plain rollouts in a preference store (--rollouts: the policy's own episodes, no search)")
+    parser.add_argument("--demo-episodes", type=int, default=None,
+                        help="with --imitate demos: only the first N demos (as few episodes as a round keeps)")
     parser.add_argument("--rollouts", help="a preference store directory (`robalign rollouts` output)")
     parser.add_argument("--out", required=True, help="a new directory")
     parser.add_argument("--set", nargs="*", default=[], help="method overrides, e.g. lr=3e-5 anchor_weight=1")
@@ -75,7 +78,9 @@ def main() -> None:
     keys, horizon = cls.input_keys(c), cls.window_horizon(c)
     demo_windows = DemoWindows(args.demos, keys, c.n_obs_steps, horizon)
     if args.imitate == "demos":
-        windows, imitated = demo_windows, "demos"
+        windows = (demo_windows if args.demo_episodes is None else
+                   DemoWindows(args.demos, keys, c.n_obs_steps, horizon, max_episodes=args.demo_episodes))
+        imitated = f"{windows.num_episodes} demos"
     else:
         if args.imitate == "kept":
             path = Path(args.kept)
@@ -86,7 +91,7 @@ def main() -> None:
                 episodes = [store.load_trajectory(i) for i in store.trajectory_ids(args.env)]
             episodes = [t for t in episodes if t.success or not method.successful_only]
             imitated = f"{len(episodes)} rollouts of {args.rollouts}"
-        windows = DemoWindows.from_trajectories(episodes, keys, c.n_obs_steps, horizon)
+        windows = aligner.windows(policy, episodes)  # as the round cut them (method.kept_windows)
 
     torch.manual_seed(args.batch_seed)  # the losses' own noise draws
     generator = torch.Generator().manual_seed(args.batch_seed)

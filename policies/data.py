@@ -142,6 +142,32 @@ class DemoWindows:
         return out
 
 
+class ChunkStartWindows:
+    """The windows of a policy's own episodes that start where it sampled a chunk, with the
+    loss on the steps up to the last one that chunk executed.
+
+    A rollout switches chunks every n_action_steps; a window cut elsewhere joins the tail of
+    one chunk to the head of the next, sampled from another observation, a target no single
+    sample of the policy ever was. Episodes start with a chunk, so chunk starts are the
+    frames n_action_steps apart from each episode's first. Same interface as DemoWindows
+    (len, batch); the steps after the executed ones are marked as padding.
+    """
+
+    def __init__(self, windows: DemoWindows, n_action_steps: int):
+        self.windows = windows
+        self.executed = windows.n_obs_steps - 1 + n_action_steps  # window steps up to the chunk's last executed
+        phase = torch.arange(len(windows)) - windows.episode_start
+        self.starts = torch.nonzero(phase % n_action_steps == 0)[:, 0]  # (W,) frame index of each chunk start
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def batch(self, index: torch.Tensor, device=None) -> dict[str, torch.Tensor]:
+        out = self.windows.batch(self.starts[index], device)
+        out["action_is_pad"][:, self.executed:] = True
+        return out
+
+
 def recorded_env_state_objects(root: Path) -> list[list[int]] | None:
     """[[values, starts with xyz (0/1)[, heading symmetry n]], ...] per object of
     environment_state, from the task that recorded these demos (see FrankaTaskEnv's

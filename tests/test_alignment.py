@@ -349,6 +349,31 @@ def test_kept_timestep_floor_imitates_the_kept_episodes_only_at_high_noise():
         MethodConfig(name="expert-iteration", kept_timestep_floor=1)
 
 
+def test_chunk_windows_start_where_a_chunk_was_sampled_and_score_only_its_executed_steps():
+    """method.kept_windows=chunk: one window per chunk start (every n_action_steps from each
+    episode's first step), the loss on the steps up to the chunk's last executed one."""
+    policy = diffusion()  # n_obs_steps 2, horizon 8, n_action_steps 4
+    g = np.random.default_rng(0)
+
+    def episode(T):  # each action holds its own step index, so a target shows where it was cut
+        return Trajectory(state=g.normal(size=(T, S)).astype(np.float32),
+                          action=np.repeat(np.arange(T, dtype=np.float32)[:, None], A, 1), instruction="x",
+                          success=True, env_state=g.normal(size=(T, E)).astype(np.float32))
+
+    chunked = make_aligner(MethodConfig(name="expert-iteration", kept_windows="chunk"))
+    windows = chunked.windows(policy, [episode(12), episode(6)])
+    assert len(windows) == 3 + 2  # steps 0, 4, 8 and 0, 4
+    batch = windows.batch(torch.arange(5))
+    first = batch["action"][:, 1, 0]  # the chunk's first executed action: its own step
+    assert first.tolist() == [0, 4, 8, 0, 4]
+    assert batch["action_is_pad"][:, 5:].all() and not batch["action_is_pad"][:3, 1:5].any()  # 1 + 4 executed
+    assert batch["action_is_pad"][4, 1:3].logical_not().all() and batch["action_is_pad"][4, 3:].all()  # ends at 5
+    every = make_aligner(MethodConfig(name="expert-iteration")).windows(policy, [episode(12), episode(6)])
+    assert len(every) == 18
+    with pytest.raises(RobalignError, match="method.kept_windows='chunks'.*kept_windows: all or chunk"):
+        MethodConfig(name="expert-iteration", kept_windows="chunks")
+
+
 def test_kept_episodes_round_trip_bit_for_bit(tmp_path):
     """What a round imitated is saved with it; a resumed aggregate run imitates the same arrays."""
     from robalign.alignment.loop import load_episodes, save_episodes
