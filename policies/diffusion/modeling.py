@@ -114,10 +114,9 @@ class DiffusionPolicy(Policy):
     def compute_loss(self, batch: dict, timestep_floor: float = 0.0) -> torch.Tensor:
         """Mean denoising loss at timesteps drawn uniformly from [timestep_floor x T, T).
 
-        A floor > 0 teaches the coarse shape of the chunks (where the arm goes) and leaves the
-        last, fine denoising steps as they were: what expert iteration wants from the policy's
-        own samples, whose fine structure the pretrained denoiser already reads as noise
-        (README, Figures -> Alignment)."""
+        A floor > 0 trains the coarser denoising steps (where the arm goes) on this batch and
+        not the last, fine ones: for the policy's own episodes, whose fine structure the
+        pretrained denoiser reads as noise (expert-iteration's method.kept_timestep_floor)."""
         actions = batch["action"]
         noise = torch.randn_like(actions, dtype=torch.float32)
         T = self.config.num_train_timesteps

@@ -89,7 +89,8 @@ class MethodConfig:
     # noise schedule up (0.3: t >= 30 of 100), the demos' anchor from all of it. The search's
     # episodes are the policy's own samples, whose fine structure the pretrained denoiser
     # scores 7-8x worse than the demos' at t < 15 and 1.7x at t >= 60 (mug-grasp, README):
-    # imitating them at every t teaches the last denoising steps to leave that in; 0: all t
+    # imitating them at every t teaches the last denoising steps to leave that in. Offline on
+    # mug-grasp 0.3 raised the handle share and did not keep success (3 seeds); 0: all t
     kept_timestep_floor: float = 0.0
     # expert-iteration: the windows cut from the kept episodes. all: one at every step, as from
     # demos; chunk: one at each chunk start, its loss on the steps that chunk executed. A
