@@ -39,14 +39,12 @@ from robalign.policies import load_policy
 from robalign.policies.data import DemoWindows
 from robalign.policies.pretrained import config_from_dict
 
-METHOD_YAML = Path(__file__).resolve().parents[1] / "configs" / "align_method" / "expert-iteration.yaml"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", required=True, help="the pretrained policy directory (the round's start)")
     parser.add_argument("--env", required=True)
-    parser.add_argument("--demos", required=True, help="the pretraining demos: the anchor, and --imitate demos")
+    parser.add_argument("--demos", required=True, help="the pretraining demos: the anchor (anchor_weight > 0), "
+                                                       "and --imitate demos")
     parser.add_argument("--kept", help="a run's rounds/NNN directory (or its kept.safetensors)")
     parser.add_argument("--imitate", choices=["kept", "demos", "rollouts"], default="kept",
                         help="the kept episodes; the demos (the control: what a round's optimiser does alone); or "
@@ -68,17 +66,18 @@ def main() -> None:
     if out.exists():
         parser.error(f"{out} exists; give a new --out")
 
-    method_dict = {**OmegaConf.to_container(OmegaConf.load(METHOD_YAML)),
-                   **OmegaConf.to_container(OmegaConf.from_dotlist(args.set))}
+    # `robalign align`'s own composition: the method's yaml, its typo check, then the overrides
+    method_cfg = compose("align", ["method=expert-iteration", *(f"method.{x}" for x in args.set)]).method
+    method_dict = OmegaConf.to_container(method_cfg)
     method = config_from_dict(MethodConfig, method_dict, "method")
     aligner = make_aligner(method)
     policy = load_policy(args.policy)
     aligner.check(policy)
     c, cls = policy.config, type(policy)
     keys, horizon = cls.input_keys(c), cls.window_horizon(c)
-    demo_windows = DemoWindows(args.demos, keys, c.n_obs_steps, horizon)
+    anchor_windows = DemoWindows(args.demos, keys, c.n_obs_steps, horizon) if method.anchor_weight > 0 else None
     if args.imitate == "demos":
-        windows = (demo_windows if args.demo_episodes is None else
+        windows = (anchor_windows if anchor_windows is not None and args.demo_episodes is None else
                    DemoWindows(args.demos, keys, c.n_obs_steps, horizon, max_episodes=args.demo_episodes))
         imitated = f"{windows.num_episodes} demos"
     else:
@@ -95,7 +94,7 @@ def main() -> None:
 
     torch.manual_seed(args.batch_seed)  # the losses' own noise draws
     generator = torch.Generator().manual_seed(args.batch_seed)
-    anchor = make_anchor(aligner, DemoAnchor(demo_windows), [], generator)
+    anchor = make_anchor(aligner, None if anchor_windows is None else DemoAnchor(anchor_windows), [], generator)
     # eval mode throughout, as in the loop (its rollouts set it; the diffusion networks have no dropout)
     t0 = time.perf_counter()
     stats = aligner.imitate(policy, windows, anchor, generator)
